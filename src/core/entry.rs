@@ -1,0 +1,292 @@
+//! One cache entry (the value of a key of the module type) and its binary codec.
+//!
+//! The codec is used for the RDB payload and for the replication/AOF form
+//! (`TCACHE.APPLY`), so an entry has exactly one serialized shape.
+
+use std::fmt;
+
+/// What an entry is for. Permission entries arrive with the permission cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Cache = 0,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            0 => Some(Kind::Cache),
+            _ => None,
+        }
+    }
+}
+
+/// A sorted, duplicate-free list of byte strings packed in one allocation:
+/// `[u32 little-endian length][bytes]` repeated.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TagList(Box<[u8]>);
+
+impl TagList {
+    /// Sorts and folds duplicates.
+    pub fn new<'a>(tags: impl IntoIterator<Item = &'a [u8]>) -> TagList {
+        let mut v: Vec<&[u8]> = tags.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        let mut buf = Vec::with_capacity(v.iter().map(|t| t.len() + 4).sum());
+        for t in v {
+            // A tag is bounded by tcache.max-tag-bytes, far below u32::MAX.
+            buf.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            buf.extend_from_slice(t);
+        }
+        TagList(buf.into_boxed_slice())
+    }
+
+    pub fn iter(&self) -> TagIter<'_> {
+        TagIter(&self.0)
+    }
+
+    pub fn count(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Bytes held on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Debug for TagList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(String::from_utf8_lossy))
+            .finish()
+    }
+}
+
+pub struct TagIter<'a>(&'a [u8]);
+
+impl<'a> Iterator for TagIter<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = split_u32(self.0)?;
+        let len = len as usize;
+        if rest.len() < len {
+            return None;
+        }
+        let (tag, rest) = rest.split_at(len);
+        self.0 = rest;
+        Some(tag)
+    }
+}
+
+fn split_u32(b: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, rest) = b.split_first_chunk::<4>()?;
+    Some((u32::from_le_bytes(*head), rest))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: Kind,
+    pub value: Box<[u8]>,
+    pub tags: TagList,
+    /// Global write sequence number at the time of the write.
+    pub seq: u64,
+    /// Unix ms after which the entry is stale (soft expiry); 0 when none.
+    pub stale_at_ms: i64,
+}
+
+impl Entry {
+    pub fn new(value: &[u8], tags: TagList, seq: u64) -> Entry {
+        Entry {
+            kind: Kind::Cache,
+            value: value.into(),
+            tags,
+            seq,
+            stale_at_ms: 0,
+        }
+    }
+
+    /// Memory this entry holds, for MEMORY USAGE and the index statistics.
+    pub fn mem_usage(&self) -> usize {
+        std::mem::size_of::<Entry>() + self.value.len() + self.tags.heap_bytes()
+    }
+}
+
+/// Version byte of the serialized entry.
+pub const CODEC_VERSION: u8 = 1;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    UnknownVersion(u8),
+    UnknownKind(u8),
+    Truncated,
+    TrailingBytes,
+    UnsortedTags,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::UnknownVersion(v) => write!(f, "unknown entry encoding version {v}"),
+            DecodeError::UnknownKind(k) => write!(f, "unknown entry kind {k}"),
+            DecodeError::Truncated => f.write_str("truncated entry"),
+            DecodeError::TrailingBytes => f.write_str("trailing bytes after entry"),
+            DecodeError::UnsortedTags => f.write_str("tags not sorted and unique"),
+        }
+    }
+}
+
+/// `[version u8][kind u8][seq u64][stale_at i64][tags_len u32][tags][value]`,
+/// integers little-endian; the value is the rest of the buffer.
+pub fn encode(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(26 + e.tags.0.len() + e.value.len());
+    out.push(CODEC_VERSION);
+    out.push(e.kind as u8);
+    out.extend_from_slice(&e.seq.to_le_bytes());
+    out.extend_from_slice(&e.stale_at_ms.to_le_bytes());
+    out.extend_from_slice(&(e.tags.0.len() as u32).to_le_bytes());
+    out.extend_from_slice(&e.tags.0);
+    out.extend_from_slice(&e.value);
+    out
+}
+
+pub fn decode(b: &[u8]) -> Result<Entry, DecodeError> {
+    let (&version, b) = b.split_first().ok_or(DecodeError::Truncated)?;
+    if version != CODEC_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let (&kind, b) = b.split_first().ok_or(DecodeError::Truncated)?;
+    let kind = Kind::from_byte(kind).ok_or(DecodeError::UnknownKind(kind))?;
+    let (seq, b) = b.split_first_chunk::<8>().ok_or(DecodeError::Truncated)?;
+    let (stale, b) = b.split_first_chunk::<8>().ok_or(DecodeError::Truncated)?;
+    let (tags_len, b) = split_u32(b).ok_or(DecodeError::Truncated)?;
+    let tags_len = tags_len as usize;
+    if b.len() < tags_len {
+        return Err(DecodeError::Truncated);
+    }
+    let (tags, value) = b.split_at(tags_len);
+    let tags = checked_tags(tags)?;
+    Ok(Entry {
+        kind,
+        value: value.into(),
+        tags,
+        seq: u64::from_le_bytes(*seq),
+        stale_at_ms: i64::from_le_bytes(*stale),
+    })
+}
+
+/// A packed tag list from untrusted bytes: every length in bounds, sorted, unique.
+fn checked_tags(b: &[u8]) -> Result<TagList, DecodeError> {
+    let mut rest = b;
+    let mut prev: Option<&[u8]> = None;
+    while !rest.is_empty() {
+        let (len, r) = split_u32(rest).ok_or(DecodeError::Truncated)?;
+        let len = len as usize;
+        if r.len() < len {
+            return Err(DecodeError::Truncated);
+        }
+        let (tag, r) = r.split_at(len);
+        if prev.is_some_and(|p| p >= tag) {
+            return Err(DecodeError::UnsortedTags);
+        }
+        prev = Some(tag);
+        rest = r;
+    }
+    Ok(TagList(b.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(t: &[&str]) -> TagList {
+        TagList::new(t.iter().map(|s| s.as_bytes()))
+    }
+
+    #[test]
+    fn tag_list_sorts_and_folds_duplicates() {
+        let t = tags(&["b", "a", "b", ""]);
+        let v: Vec<&[u8]> = t.iter().collect();
+        assert_eq!(v, vec![&b""[..], b"a", b"b"]);
+        assert_eq!(t.count(), 3);
+    }
+
+    #[test]
+    fn codec_round_trips_binary_data() {
+        let e = Entry {
+            kind: Kind::Cache,
+            value: b"\x00\xff\xfe value".to_vec().into(),
+            tags: TagList::new([&b"\x00t"[..], b"\xc3\x28", b"plain"]),
+            seq: 42,
+            stale_at_ms: 1_700_000_000_123,
+        };
+        assert_eq!(decode(&encode(&e)), Ok(e));
+    }
+
+    #[test]
+    fn codec_round_trips_empty_value_and_no_tags() {
+        let e = Entry::new(b"", TagList::default(), 0);
+        assert_eq!(decode(&encode(&e)), Ok(e));
+    }
+
+    #[test]
+    fn decode_rejects_every_truncation_without_panicking() {
+        let e = Entry::new(b"v", tags(&["a", "bb"]), 7);
+        let b = encode(&e);
+        // The value is the tail, so cutting inside it still decodes (shorter value);
+        // every cut inside the header or the tags must be refused.
+        let header_and_tags = b.len() - 1;
+        for cut in 0..header_and_tags {
+            assert!(decode(&b[..cut]).is_err(), "cut at {cut} accepted");
+        }
+    }
+
+    #[test]
+    fn decode_rejects_unknown_version_and_kind() {
+        let mut b = encode(&Entry::new(b"v", tags(&["a"]), 1));
+        b[0] = 9;
+        assert_eq!(decode(&b), Err(DecodeError::UnknownVersion(9)));
+        b[0] = CODEC_VERSION;
+        b[1] = 7;
+        assert_eq!(decode(&b), Err(DecodeError::UnknownKind(7)));
+    }
+
+    #[test]
+    fn decode_rejects_unsorted_or_duplicate_tags() {
+        let mut raw = Vec::new();
+        for t in ["b", "a"] {
+            raw.extend_from_slice(&1u32.to_le_bytes());
+            raw.extend_from_slice(t.as_bytes());
+        }
+        let mut b = vec![CODEC_VERSION, 0];
+        b.extend_from_slice(&[0; 16]);
+        b.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        b.extend_from_slice(&raw);
+        assert_eq!(decode(&b), Err(DecodeError::UnsortedTags));
+    }
+
+    #[test]
+    fn decode_survives_arbitrary_bytes() {
+        // A cheap deterministic fuzz: no input may panic.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in 0..300 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x & 0xff) as u8
+                })
+                .collect();
+            let mut b = buf.clone();
+            if !b.is_empty() {
+                b[0] = CODEC_VERSION;
+            }
+            let _ = decode(&buf);
+            let _ = decode(&b);
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The Redis-agnostic heart of tcache: entries and their codec, the per-database
+//! indexes, option parsing and index verification. Nothing here imports
+//! `redis_module`, so `cargo test` covers it with the system allocator.
+
+pub mod entry;
+pub mod index;
+pub mod options;
+pub mod verify;
