@@ -1,1 +1,96 @@
+//! tcache — a Redis module that turns Redis into a correct tagged application cache.
+//!
+//! This file is the table of contents: every command with its flags and key
+//! positions (first, last, step; keyless commands use 0, 0, 0), the data type,
+//! the configs, and the start-up hook.
+
+pub mod api;
+pub mod commands;
+pub mod config;
 pub mod core;
+pub mod errors;
+pub mod events;
+pub mod guard;
+pub mod indexes;
+pub mod seq;
+pub mod stats;
+pub mod store;
+
+use redis_module::configuration::ConfigurationFlags;
+use redis_module::{raw, redis_module, Context, RedisString, Status};
+
+use commands::{admin, cache, inval, query};
+use config::{MAX_TAGS_CFG, MAX_TAG_BYTES_CFG, MAX_VALUE_BYTES_CFG};
+use store::ENTRY_TYPE;
+
+// Memory goes through the Redis allocator so that `used_memory` and `maxmemory`
+// see it; unit tests run without a server and use the system allocator.
+#[cfg(not(test))]
+type ModuleAlloc = redis_module::alloc::RedisAlloc;
+#[cfg(not(test))]
+const MODULE_ALLOC: ModuleAlloc = redis_module::alloc::RedisAlloc;
+#[cfg(test)]
+type ModuleAlloc = std::alloc::System;
+#[cfg(test)]
+const MODULE_ALLOC: ModuleAlloc = std::alloc::System;
+
+/// Module arguments, keyspace and server events, the INFO section.
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    let raw_args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+    if let Err(e) = config::apply_module_args(&raw_args) {
+        ctx.log_warning(&format!("tcache: {e}"));
+        return Status::Err;
+    }
+    if let Err(e) = events::subscribe(ctx) {
+        ctx.log_warning(&format!("tcache: {e}"));
+        return Status::Err;
+    }
+    // Replaces the crate's default INFO callback with ours.
+    raw::register_info_function(ctx.ctx, Some(admin::info));
+    Status::Ok
+}
+
+redis_module! {
+    name: "tcache",
+    version: 1,
+    allocator: (ModuleAlloc, MODULE_ALLOC),
+    data_types: [ENTRY_TYPE],
+    init: init,
+    commands: [
+        // TCACHE.SET key value ttl [NX | XX] [TAGS tag [tag ...]]
+        ["tcache.set", guarded!(cache::set), "write deny-oom", 1, 1, 1, ""],
+        // TCACHE.GET key
+        ["tcache.get", guarded!(cache::get), "readonly fast", 1, 1, 1, ""],
+        // TCACHE.MGET key [key ...]
+        ["tcache.mget", guarded!(cache::mget), "readonly fast", 1, -1, 1, ""],
+        // TCACHE.DEL key [key ...]
+        ["tcache.del", guarded!(cache::del), "write", 1, -1, 1, ""],
+        // TCACHE.TAGS key
+        ["tcache.tags", guarded!(cache::tags), "readonly fast", 1, 1, 1, ""],
+        // TCACHE.INVALTAG tag [tag ...]
+        ["tcache.invaltag", guarded!(inval::invaltag), "write", 0, 0, 0, ""],
+        // TCACHE.INVALPREFIX prefix
+        ["tcache.invalprefix", guarded!(inval::invalprefix), "write", 0, 0, 0, ""],
+        // TCACHE.TAGCARD tag
+        ["tcache.tagcard", guarded!(query::tagcard), "readonly", 0, 0, 0, ""],
+        // TCACHE.TAGSCAN tag cursor [COUNT count]
+        ["tcache.tagscan", guarded!(query::tagscan), "readonly", 0, 0, 0, ""],
+        // TCACHE.VERIFY
+        ["tcache.verify", guarded!(admin::verify), "readonly", 0, 0, 0, ""],
+        // TCACHE.STATS [RESET]
+        ["tcache.stats", guarded!(admin::stats), "readonly fast", 0, 0, 0, ""],
+        // TCACHE.APPLY key serialized-entry (replication and AOF only)
+        ["tcache.apply", guarded!(cache::apply), "write", 1, 1, 1, ""],
+    ],
+    configurations: [
+        i64: [
+            ["max-tags", MAX_TAGS_CFG.value, MAX_TAGS_CFG.default, MAX_TAGS_CFG.min, MAX_TAGS_CFG.max, ConfigurationFlags::DEFAULT, None],
+            ["max-tag-bytes", MAX_TAG_BYTES_CFG.value, MAX_TAG_BYTES_CFG.default, MAX_TAG_BYTES_CFG.min, MAX_TAG_BYTES_CFG.max, ConfigurationFlags::DEFAULT, None],
+            ["max-value-bytes", MAX_VALUE_BYTES_CFG.value, MAX_VALUE_BYTES_CFG.default, MAX_VALUE_BYTES_CFG.min, MAX_VALUE_BYTES_CFG.max, ConfigurationFlags::MEMORY, None],
+        ],
+        string: [],
+        bool: [],
+        enum: [],
+        module_args_as_configuration: false,
+    ]
+}

@@ -152,7 +152,9 @@ impl DbIndex {
             ids.sort_unstable();
             ids.dedup();
         }
-        ids.iter().filter_map(|id| self.ids.get(id).cloned()).collect()
+        ids.iter()
+            .filter_map(|id| self.ids.get(id).cloned())
+            .collect()
     }
 
     /// Live entries carrying `tag`.
@@ -220,7 +222,10 @@ impl DbIndex {
         }
         if dangling > 0 {
             // Surface ids no key owns as a pseudo-entry so verification reports them.
-            out.insert(b"<dangling tag ids>".to_vec(), vec![dangling.to_string().into_bytes()]);
+            out.insert(
+                b"<dangling tag ids>".to_vec(),
+                vec![dangling.to_string().into_bytes()],
+            );
         }
         for tags in out.values_mut() {
             tags.sort();
@@ -249,7 +254,10 @@ mod tests {
     }
 
     fn names(v: Vec<Key>) -> Vec<String> {
-        let mut v: Vec<String> = v.iter().map(|k| String::from_utf8_lossy(k).into()).collect();
+        let mut v: Vec<String> = v
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into())
+            .collect();
         v.sort();
         v
     }
@@ -341,8 +349,15 @@ mod tests {
         for k in [&b"p:1"[..], b"p:2", b"p", b"q:1", b"p:\xff", b"p\xff"] {
             ix.insert(k, t(&[]), NO_EXPIRE);
         }
-        let got: Vec<Vec<u8>> = ix.keys_with_prefix(b"p:").iter().map(|k| k.to_vec()).collect();
-        assert_eq!(got, vec![b"p:1".to_vec(), b"p:2".to_vec(), b"p:\xff".to_vec()]);
+        let got: Vec<Vec<u8>> = ix
+            .keys_with_prefix(b"p:")
+            .iter()
+            .map(|k| k.to_vec())
+            .collect();
+        assert_eq!(
+            got,
+            vec![b"p:1".to_vec(), b"p:2".to_vec(), b"p:\xff".to_vec()]
+        );
         assert_eq!(ix.keys_with_prefix(b"").len(), 6);
         assert!(ix.keys_with_prefix(b"z").is_empty());
     }

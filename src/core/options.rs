@@ -110,7 +110,10 @@ pub fn check_limits(
             max: limits.max_tags,
         });
     }
-    if tags.iter().any(|t| t.len() as u64 > limits.max_tag_bytes as u64) {
+    if tags
+        .iter()
+        .any(|t| t.len() as u64 > limits.max_tag_bytes as u64)
+    {
         return Err(ArgError::TagTooLong {
             max: limits.max_tag_bytes,
         });
@@ -132,12 +135,32 @@ mod tests {
         assert_eq!(parse_i64(b"10"), Ok(10));
         assert_eq!(parse_i64(b"-5"), Ok(-5));
         assert_eq!(parse_i64(b"0"), Ok(0));
-        for bad in [&b""[..], b"-", b"+1", b" 1", b"1 ", b"01", b"-0", b"1.5", b"abc", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"01",
+            b"-0",
+            b"1.5",
+            b"abc",
+            b"\xff",
+        ] {
             assert_eq!(parse_i64(bad), Err(ArgError::NotAnInteger), "{bad:?}");
         }
-        assert_eq!(parse_i64(b"99999999999999999999"), Err(ArgError::NotAnInteger));
-        assert_eq!(parse_in_range(b"0", TTL_MIN, TTL_MAX), Err(ArgError::NotAnInteger));
-        assert_eq!(parse_in_range(b"315360001", TTL_MIN, TTL_MAX), Err(ArgError::NotAnInteger));
+        assert_eq!(
+            parse_i64(b"99999999999999999999"),
+            Err(ArgError::NotAnInteger)
+        );
+        assert_eq!(
+            parse_in_range(b"0", TTL_MIN, TTL_MAX),
+            Err(ArgError::NotAnInteger)
+        );
+        assert_eq!(
+            parse_in_range(b"315360001", TTL_MIN, TTL_MAX),
+            Err(ArgError::NotAnInteger)
+        );
         assert_eq!(parse_in_range(b"315360000", TTL_MIN, TTL_MAX), Ok(TTL_MAX));
     }
 
@@ -145,7 +168,11 @@ mod tests {
     fn set_options_any_case_tags_last() {
         let o = opts(&["nx", "TaGs", "a", "nx"]).unwrap();
         assert_eq!(o.condition, Condition::Nx);
-        assert_eq!(o.tags, vec![&b"a"[..], b"nx"], "after TAGS every word is a tag");
+        assert_eq!(
+            o.tags,
+            vec![&b"a"[..], b"nx"],
+            "after TAGS every word is a tag"
+        );
         assert_eq!(opts(&[]).unwrap(), SetOptions::default());
         assert_eq!(opts(&["XX"]).unwrap().condition, Condition::Xx);
     }

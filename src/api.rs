@@ -1,0 +1,249 @@
+//! Thin wrappers over the raw Redis module API that the crate does not cover:
+//! selected database, clock, ACL checks for keys reached through an index,
+//! replication and AOF emission with byte buffers, key names in type callbacks.
+
+use std::ffi::{c_char, c_int, c_longlong, CStr};
+
+use redis_module::{raw, Context, RedisString};
+
+use crate::core::entry::Entry;
+use crate::core::index::NO_EXPIRE;
+use crate::store::ENTRY_TYPE;
+
+/// The database the client has selected.
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: `ctx.ctx` is the live context Redis passed to this command or callback.
+    unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.ctx)) }
+}
+
+/// Selects database `db` for this context; false when out of range.
+pub fn select_db(ctx: &Context, db: i32) -> bool {
+    // SAFETY: as above; SelectDb validates `db` itself.
+    unsafe {
+        raw::RedisModule_SelectDb.is_some_and(|f| f(ctx.ctx, db) == raw::REDISMODULE_OK as c_int)
+    }
+}
+
+/// Unix time in milliseconds, as Redis sees it.
+pub fn now_ms() -> i64 {
+    // SAFETY: Milliseconds takes no arguments and only reads the server clock.
+    unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) }
+}
+
+/// A key opened for reading without touching its LRU/LFU, closed on drop.
+/// Used by keyspace callbacks, which need the raw handle for the expiry.
+pub struct PeekKey(*mut raw::RedisModuleKey);
+
+impl PeekKey {
+    pub fn open(ctx: &Context, name: &RedisString) -> PeekKey {
+        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int;
+        // SAFETY: `ctx` and `name` are live; OpenKey returns NULL or a handle we close in Drop.
+        PeekKey(unsafe {
+            raw::RedisModule_OpenKey.map_or(std::ptr::null_mut(), |f| f(ctx.ctx, name.inner, mode))
+        })
+    }
+
+    /// The entry the key holds, if it is one of ours.
+    pub fn entry(&self) -> Option<&Entry> {
+        if self.0.is_null() {
+            return None;
+        }
+        // SAFETY: `self.0` is an open key; the value pointer of a key of our type
+        // is a Box<Entry> this module created, alive while the key is open.
+        unsafe {
+            let ty = raw::RedisModule_ModuleTypeGetType?(self.0);
+            if ty.is_null() || ty != *ENTRY_TYPE.raw_type.borrow() {
+                return None;
+            }
+            raw::RedisModule_ModuleTypeGetValue?(self.0)
+                .cast::<Entry>()
+                .as_ref()
+        }
+    }
+
+    /// Absolute expiry in unix ms, or `NO_EXPIRE`.
+    pub fn expire_at(&self) -> i64 {
+        if self.0.is_null() {
+            return NO_EXPIRE;
+        }
+        // SAFETY: `self.0` is an open key.
+        let rem = unsafe { raw::RedisModule_GetExpire.map_or(-1, |f| f(self.0)) };
+        if rem < 0 {
+            NO_EXPIRE
+        } else {
+            now_ms() + rem
+        }
+    }
+}
+
+impl Drop for PeekKey {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: the handle came from OpenKey and is closed exactly once.
+            unsafe {
+                if let Some(close) = raw::RedisModule_CloseKey {
+                    close(self.0);
+                }
+            }
+        }
+    }
+}
+
+/// The user running the current command, resolved once so that many keys can
+/// be checked without a lookup each. `None` for internal clients (AOF, master).
+pub struct Caller(*mut raw::RedisModuleUser);
+
+impl Caller {
+    pub fn current(ctx: &Context) -> Option<Caller> {
+        // SAFETY: GetCurrentUserName returns a new string (or NULL) that we free
+        // below; GetModuleUserFromUserName returns a user we free in Drop.
+        unsafe {
+            let name = raw::RedisModule_GetCurrentUserName?(ctx.ctx);
+            if name.is_null() {
+                return None;
+            }
+            let user = raw::RedisModule_GetModuleUserFromUserName?(name);
+            if let Some(free) = raw::RedisModule_FreeString {
+                free(ctx.ctx, name);
+            }
+            (!user.is_null()).then_some(Caller(user))
+        }
+    }
+
+    /// Whether this user may delete `key`.
+    pub fn may_delete(&self, key: &RedisString) -> bool {
+        // SAFETY: `self.0` is a valid user until Drop; `key.inner` is a live string.
+        unsafe {
+            raw::RedisModule_ACLCheckKeyPermissions.is_some_and(|f| {
+                f(self.0, key.inner, raw::REDISMODULE_CMD_KEY_DELETE as c_int)
+                    == raw::REDISMODULE_OK as c_int
+            })
+        }
+    }
+}
+
+impl Drop for Caller {
+    fn drop(&mut self) {
+        // SAFETY: the user was returned by GetModuleUserFromUserName and is freed once.
+        unsafe {
+            if let Some(free) = raw::RedisModule_FreeModuleUser {
+                free(self.0);
+            }
+        }
+    }
+}
+
+const fn cstr(s: &'static [u8]) -> *const c_char {
+    s.as_ptr().cast()
+}
+
+/// Replicates `TCACHE.APPLY key blob` then `PEXPIREAT key at` (absolute time).
+pub fn replicate_apply(ctx: &Context, key: &RedisString, blob: &[u8], expire_at_ms: Option<i64>) {
+    // SAFETY: the format strings match the arguments: "sb" is a RedisModuleString
+    // and a (pointer, length) buffer; "sl" a string and a long long.
+    unsafe {
+        let Some(rep) = raw::RedisModule_Replicate else {
+            return;
+        };
+        rep(
+            ctx.ctx,
+            cstr(b"TCACHE.APPLY\0"),
+            cstr(b"sb\0"),
+            key.inner,
+            blob.as_ptr().cast::<c_char>(),
+            blob.len(),
+        );
+        if let Some(at) = expire_at_ms {
+            rep(
+                ctx.ctx,
+                cstr(b"PEXPIREAT\0"),
+                cstr(b"sl\0"),
+                key.inner,
+                at as c_longlong,
+            );
+        }
+    }
+}
+
+/// Replicates `DEL key ...` for keys this command deleted, in chunks so that no
+/// single replicated command grows without bound.
+pub fn replicate_del(ctx: &Context, keys: &[RedisString]) {
+    const CHUNK: usize = 1024;
+    for chunk in keys.chunks(CHUNK) {
+        let mut argv: Vec<*mut raw::RedisModuleString> = chunk.iter().map(|k| k.inner).collect();
+        // SAFETY: "v" takes an array of RedisModuleString pointers and its length;
+        // every pointer is a live string owned by `keys` for the whole call.
+        unsafe {
+            if let Some(rep) = raw::RedisModule_Replicate {
+                rep(
+                    ctx.ctx,
+                    cstr(b"DEL\0"),
+                    cstr(b"v\0"),
+                    argv.as_mut_ptr(),
+                    argv.len(),
+                );
+            }
+        }
+    }
+}
+
+/// Emits `TCACHE.APPLY key blob` into an AOF rewrite.
+pub fn emit_aof_apply(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleString, blob: &[u8]) {
+    // SAFETY: `aof` and `key` come from the aof_rewrite callback; "sb" matches
+    // a RedisModuleString and a (pointer, length) buffer.
+    unsafe {
+        if let Some(emit) = raw::RedisModule_EmitAOF {
+            emit(
+                aof,
+                cstr(b"TCACHE.APPLY\0"),
+                cstr(b"sb\0"),
+                key,
+                blob.as_ptr().cast::<c_char>(),
+                blob.len(),
+            );
+        }
+    }
+}
+
+/// Logs a warning on an RDB/AOF IO context.
+pub fn log_io_warning(io: *mut raw::RedisModuleIO, msg: &str) {
+    let msg: String = msg.chars().filter(|c| *c != '\0').collect();
+    let Ok(c) = std::ffi::CString::new(msg) else {
+        return;
+    };
+    // SAFETY: "%s" with one NUL-terminated string; `io` is the callback's IO.
+    unsafe {
+        if let Some(log) = raw::RedisModule_LogIOError {
+            log(io, cstr(b"warning\0"), cstr(b"%s\0"), c.as_ptr());
+        }
+    }
+}
+
+/// The key name and database of a type callback's option context.
+pub fn opt_ctx_key<'a>(ctx: *mut raw::RedisModuleKeyOptCtx) -> Option<(&'a [u8], i32)> {
+    // SAFETY: `ctx` is the option context of the running callback; the name it
+    // returns lives at least as long as that callback, and the slice is used
+    // only inside it.
+    unsafe {
+        let name = raw::RedisModule_GetKeyNameFromOptCtx?(ctx);
+        if name.is_null() {
+            return None;
+        }
+        let db = raw::RedisModule_GetDbIdFromOptCtx?(ctx);
+        Some((RedisString::string_as_slice(name), db))
+    }
+}
+
+/// The bytes of a string Redis handed to a callback.
+pub fn bytes_of<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+    RedisString::string_as_slice(s)
+}
+
+/// A C string from an event name.
+pub fn event_name<'a>(p: *const c_char) -> &'a [u8] {
+    if p.is_null() {
+        return b"";
+    }
+    // SAFETY: Redis passes a NUL-terminated event name valid for the callback.
+    unsafe { CStr::from_ptr(p) }.to_bytes()
+}

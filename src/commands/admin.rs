@@ -1,0 +1,111 @@
+//! TCACHE.VERIFY, TCACHE.STATS and the `INFO tcache` section.
+
+use std::ffi::{c_int, c_long};
+use std::sync::atomic::Ordering;
+
+use redis_module::key::RedisKey;
+use redis_module::{raw, Context, KeysCursor, RedisError, RedisResult, RedisString, RedisValue};
+
+use super::{slot, Slot};
+use crate::api;
+use crate::core::verify::{self, Snapshot};
+use crate::guard;
+use crate::indexes;
+use crate::stats::{self, Figure};
+
+/// TCACHE.VERIFY
+pub fn verify(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 1 {
+        return Err(RedisError::WrongArity);
+    }
+    let lost = indexes::LOST_UPDATES.load(Ordering::Relaxed);
+    let mut problems = Vec::new();
+    if lost > 0 {
+        problems.push(format!("{lost} index updates were lost to re-entrancy"));
+    }
+    let original = api::selected_db(ctx);
+    let mut db = 0;
+    while api::select_db(ctx, db) {
+        let rebuilt = rebuild(ctx);
+        let live = indexes::with_db(db, |ix| ix.snapshot()).unwrap_or_default();
+        if let Some(d) = verify::diff(db, &live, &rebuilt) {
+            problems.push(d);
+        }
+        db += 1;
+    }
+    api::select_db(ctx, original);
+    // Indexes of databases that do not exist must be empty.
+    for extra in db..indexes::db_count() as i32 {
+        if indexes::with_db(extra, |ix| !ix.is_empty()).unwrap_or(false) {
+            problems.push(format!(
+                "db {extra}: index for a database that does not exist"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(RedisValue::SimpleStringStatic("OK"))
+    } else {
+        Err(RedisError::String(format!(
+            "ERR index differs from entries: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+/// Every entry of the selected database with its tags, read from the keyspace.
+fn rebuild(ctx: &Context) -> Snapshot {
+    let mut out = Snapshot::new();
+    let cursor = KeysCursor::new();
+    let collect = |_ctx: &Context, name: &RedisString, key: Option<&RedisKey>| {
+        if let Some(Slot::Entry(e)) = key.map(slot) {
+            out.insert(
+                name.as_slice().to_vec(),
+                e.tags.iter().map(<[u8]>::to_vec).collect(),
+            );
+        }
+    };
+    // KeysCursor::scan takes &F; the closure mutates `out` through a RefCell-free
+    // FnMut, so drive it through a cell.
+    let cell = std::cell::RefCell::new(collect);
+    let step = |c: &Context, n: &RedisString, k: Option<&RedisKey>| (cell.borrow_mut())(c, n, k);
+    while cursor.scan(ctx, &step) {}
+    drop(cell);
+    out
+}
+
+/// TCACHE.STATS [RESET]
+pub fn stats(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    match args.len() {
+        1 => {}
+        2 if args[1].as_slice().eq_ignore_ascii_case(b"RESET") => {
+            stats::reset();
+            return Ok(RedisValue::SimpleStringStatic("OK"));
+        }
+        2 => return Err(RedisError::Str(crate::errors::SYNTAX)),
+        _ => return Err(RedisError::WrongArity),
+    }
+    // A map in RESP3, a flat name/value array in RESP2, in the documented order.
+    let figures = stats::figures(&indexes::figures());
+    raw::reply_with_map(ctx.ctx, figures.len() as c_long);
+    for (name, f) in figures {
+        raw::reply_with_string_buffer(ctx.ctx, name.as_ptr().cast(), name.len());
+        match f {
+            Figure::Count(n) => raw::reply_with_long_long(ctx.ctx, n as i64),
+            Figure::Text(s) => raw::reply_with_string_buffer(ctx.ctx, s.as_ptr().cast(), s.len()),
+        };
+    }
+    Ok(RedisValue::NoReply)
+}
+
+/// The `INFO tcache` callback: section `tcache_stats` with the same figures.
+pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    guard::callback((), || {
+        raw::add_info_section(ctx, Some("stats"));
+        for (name, f) in stats::figures(&indexes::figures()) {
+            match f {
+                Figure::Count(n) => raw::add_info_field_unsigned_long_long(ctx, name, n),
+                Figure::Text(s) => raw::add_info_field_str(ctx, name, &s),
+            };
+        }
+    })
+}

@@ -1,0 +1,193 @@
+//! TCACHE.SET / GET / MGET / DEL / TAGS, and TCACHE.APPLY (the replication form).
+
+use std::os::raw::{c_char, c_long};
+use std::time::Duration;
+
+use redis_module::{
+    raw, Context, ContextFlags, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
+};
+
+use super::{bytes, entry_or_wrongtype, slot, slot_mut, Slot};
+use crate::api;
+use crate::config;
+use crate::core::entry::{decode, encode, Entry, TagList};
+use crate::core::index::NO_EXPIRE;
+use crate::core::options::{
+    check_limits, parse_in_range, parse_set_options, Condition, TTL_MAX, TTL_MIN,
+};
+use crate::errors;
+use crate::indexes;
+use crate::seq;
+use crate::stats;
+use crate::store::ENTRY_TYPE;
+
+/// TCACHE.SET key value ttl [NX | XX] [TAGS tag [tag ...]]
+pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 4 {
+        return Err(RedisError::WrongArity);
+    }
+    let ttl_s = parse_in_range(args[3].as_slice(), TTL_MIN, TTL_MAX).map_err(errors::arg)?;
+    let rest = bytes(&args[4..]);
+    let opts = parse_set_options(&rest).map_err(errors::arg)?;
+    let value = args[2].as_slice();
+    let tags = TagList::new(opts.tags.iter().copied());
+    check_limits(&config::limits(), value.len(), &opts.tags, tags.count()).map_err(errors::arg)?;
+
+    let key = ctx.open_key_writable(&args[1]);
+    let exists = match slot_mut(&key) {
+        Slot::Entry(_) => true,
+        Slot::Missing => false,
+        Slot::Other => return Err(errors::wrongtype()),
+    };
+    match opts.condition {
+        Condition::Nx if exists => return Ok(RedisValue::Null),
+        Condition::Xx if !exists => return Ok(RedisValue::Null),
+        _ => {}
+    }
+    let entry = Entry::new(value, tags, seq::next());
+    let blob = encode(&entry);
+    // Overwriting runs the unlink hook, which takes the old entry out of the index.
+    key.set_value(&ENTRY_TYPE, entry)?;
+    let ttl_ms = ttl_s * 1000;
+    let expire_at = api::now_ms() + ttl_ms;
+    key.set_expire(Duration::from_millis(ttl_ms as u64))?;
+    let db = api::selected_db(ctx);
+    if let Slot::Entry(e) = slot_mut(&key) {
+        indexes::with_db(db, |ix| {
+            ix.insert(args[1].as_slice(), e.tags.iter(), expire_at)
+        })
+        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    }
+    drop(key);
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "tcache.set", &args[1]);
+    api::replicate_apply(ctx, &args[1], &blob, Some(expire_at));
+    stats::SETS.incr();
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// Replies with a bulk string straight from the entry, without a copy.
+fn reply_value(ctx: &Context, e: &Entry) {
+    raw::reply_with_string_buffer(ctx.ctx, e.value.as_ptr().cast::<c_char>(), e.value.len());
+}
+
+/// TCACHE.GET key
+pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let key = ctx.open_key(&args[1]);
+    match entry_or_wrongtype(&key)? {
+        Some(e) => {
+            stats::HITS.incr();
+            reply_value(ctx, e);
+            Ok(RedisValue::NoReply)
+        }
+        None => {
+            stats::MISSES.incr();
+            Ok(RedisValue::Null)
+        }
+    }
+}
+
+/// TCACHE.MGET key [key ...]
+pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    raw::reply_with_array(ctx.ctx, (args.len() - 1) as c_long);
+    for name in &args[1..] {
+        let key = ctx.open_key(name);
+        match slot(&key) {
+            Slot::Entry(e) => {
+                stats::HITS.incr();
+                reply_value(ctx, e);
+            }
+            _ => {
+                stats::MISSES.incr();
+                raw::reply_with_null(ctx.ctx);
+            }
+        }
+    }
+    Ok(RedisValue::NoReply)
+}
+
+/// TCACHE.DEL key [key ...]
+pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    // Refuse before touching anything if any key holds another type.
+    for name in &args[1..] {
+        if matches!(slot(&ctx.open_key(name)), Slot::Other) {
+            return Err(errors::wrongtype());
+        }
+    }
+    let mut deleted = Vec::new();
+    for name in &args[1..] {
+        if delete_entry(ctx, name)? {
+            deleted.push(name.safe_clone(ctx));
+        }
+    }
+    api::replicate_del(ctx, &deleted);
+    Ok(RedisValue::Integer(deleted.len() as i64))
+}
+
+/// Deletes `name` if it is a live entry and fires `del`; true when deleted.
+/// The index follows through the unlink hook.
+pub fn delete_entry(ctx: &Context, name: &RedisString) -> Result<bool, RedisError> {
+    let key = ctx.open_key_writable(name);
+    if !matches!(slot_mut(&key), Slot::Entry(_)) {
+        return Ok(false);
+    }
+    key.delete()?;
+    drop(key);
+    ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", name);
+    Ok(true)
+}
+
+/// TCACHE.TAGS key
+pub fn tags(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let key = ctx.open_key(&args[1]);
+    Ok(match entry_or_wrongtype(&key)? {
+        Some(e) => RedisValue::Array(
+            e.tags
+                .iter()
+                .map(|t| RedisValue::StringBuffer(t.to_vec()))
+                .collect(),
+        ),
+        None => RedisValue::Null,
+    })
+}
+
+/// TCACHE.APPLY key serialized-entry — how a write reaches replicas and the
+/// AOF: the exact entry, followed by PEXPIREAT with the absolute expiry.
+pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let flags = ctx.get_flags();
+    if !flags.intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
+        return Err(RedisError::Str(errors::APPLY_RESERVED));
+    }
+    let entry = decode(args[2].as_slice())
+        .map_err(|e| RedisError::String(format!("ERR bad serialized entry: {e}")))?;
+    seq::observe(entry.seq);
+    let key = ctx.open_key_writable(&args[1]);
+    if matches!(slot_mut(&key), Slot::Other) {
+        key.delete()?;
+    }
+    key.set_value(&ENTRY_TYPE, entry)?;
+    let db = api::selected_db(ctx);
+    if let Slot::Entry(e) = slot_mut(&key) {
+        indexes::with_db(db, |ix| {
+            ix.insert(args[1].as_slice(), e.tags.iter(), NO_EXPIRE)
+        })
+        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    }
+    drop(key);
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "tcache.set", &args[1]);
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}

@@ -1,0 +1,59 @@
+//! TCACHE.TAGCARD and TCACHE.TAGSCAN: read the tag index, counting only live
+//! entries.
+
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+
+use crate::api;
+use crate::core::options::parse_in_range;
+use crate::errors;
+use crate::indexes;
+
+/// TCACHE.TAGCARD tag
+pub fn tagcard(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let db = api::selected_db(ctx);
+    let now = api::now_ms();
+    let n = indexes::with_db(db, |ix| ix.tag_card(args[1].as_slice(), now))
+        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    Ok(RedisValue::Integer(n as i64))
+}
+
+/// An unsigned decimal cursor, digits only.
+fn parse_cursor(raw: &[u8]) -> Option<u64> {
+    if raw.is_empty() || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
+const DEFAULT_COUNT: usize = 10;
+
+/// TCACHE.TAGSCAN tag cursor [COUNT count]
+pub fn tagscan(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 3 && args.len() != 5 {
+        return Err(RedisError::WrongArity);
+    }
+    let cursor = parse_cursor(args[2].as_slice()).ok_or(RedisError::Str(errors::INVALID_CURSOR))?;
+    let mut count = DEFAULT_COUNT;
+    if args.len() == 5 {
+        if !args[3].as_slice().eq_ignore_ascii_case(b"COUNT") {
+            return Err(RedisError::Str(errors::SYNTAX));
+        }
+        count = parse_in_range(args[4].as_slice(), 1, i64::MAX).map_err(errors::arg)? as usize;
+    }
+    let db = api::selected_db(ctx);
+    let now = api::now_ms();
+    let (next, keys) =
+        indexes::with_db(db, |ix| ix.tag_scan(args[1].as_slice(), cursor, count, now))
+            .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    Ok(RedisValue::Array(vec![
+        RedisValue::BulkString(next.to_string()),
+        RedisValue::Array(
+            keys.iter()
+                .map(|k| RedisValue::StringBuffer(k.to_vec()))
+                .collect(),
+        ),
+    ]))
+}

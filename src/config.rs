@@ -1,0 +1,125 @@
+//! Module configs (`CONFIG SET tcache.<name>`), their ranges, and module load
+//! arguments (`loadmodule libtcache.so max-tags 64`).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::core::options::{parse_i64, Limits};
+
+pub struct NumericConfig {
+    pub name: &'static str,
+    pub value: &'static AtomicI64,
+    pub default: i64,
+    pub min: i64,
+    pub max: i64,
+    /// Accepts memory units (`64mb`).
+    pub memory: bool,
+}
+
+pub static MAX_TAGS: AtomicI64 = AtomicI64::new(64);
+pub static MAX_TAG_BYTES: AtomicI64 = AtomicI64::new(256);
+pub static MAX_VALUE_BYTES: AtomicI64 = AtomicI64::new(64 << 20);
+
+pub const MAX_TAGS_CFG: NumericConfig = NumericConfig {
+    name: "max-tags",
+    value: &MAX_TAGS,
+    default: 64,
+    min: 1,
+    max: 4096,
+    memory: false,
+};
+pub const MAX_TAG_BYTES_CFG: NumericConfig = NumericConfig {
+    name: "max-tag-bytes",
+    value: &MAX_TAG_BYTES,
+    default: 256,
+    min: 1,
+    max: 65536,
+    memory: false,
+};
+pub const MAX_VALUE_BYTES_CFG: NumericConfig = NumericConfig {
+    name: "max-value-bytes",
+    value: &MAX_VALUE_BYTES,
+    default: 64 << 20,
+    min: 1,
+    max: 512 << 20,
+    memory: true,
+};
+
+pub const NUMERIC: [&NumericConfig; 3] = [&MAX_TAGS_CFG, &MAX_TAG_BYTES_CFG, &MAX_VALUE_BYTES_CFG];
+
+pub fn limits() -> Limits {
+    Limits {
+        max_tags: MAX_TAGS.load(Ordering::Relaxed),
+        max_tag_bytes: MAX_TAG_BYTES.load(Ordering::Relaxed),
+        max_value_bytes: MAX_VALUE_BYTES.load(Ordering::Relaxed),
+    }
+}
+
+/// `64`, or with `memory`, `64kb` / `64mb` / `1gb` (case-insensitive, powers of 1024).
+pub fn parse_value(raw: &[u8], memory: bool) -> Option<i64> {
+    if let Ok(v) = parse_i64(raw) {
+        return Some(v);
+    }
+    if !memory {
+        return None;
+    }
+    let s = std::str::from_utf8(raw).ok()?.to_ascii_lowercase();
+    let (num, mult) = [
+        ("kb", 1i64 << 10),
+        ("mb", 1 << 20),
+        ("gb", 1 << 30),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|n| (n.to_string(), *m)))?;
+    parse_i64(num.as_bytes()).ok()?.checked_mul(mult)
+}
+
+/// Applies `name value` pairs given to `loadmodule`. Unknown names, odd
+/// counts and out-of-range values refuse the load with a message.
+pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
+    if args.len() % 2 != 0 {
+        return Err("module arguments must be name/value pairs".into());
+    }
+    for pair in args.chunks(2) {
+        let (name, raw) = (pair[0], pair[1]);
+        let name = String::from_utf8_lossy(name);
+        let short = name.strip_prefix("tcache.").unwrap_or(&name);
+        let cfg = NUMERIC
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(short))
+            .ok_or_else(|| format!("unknown module argument '{name}'"))?;
+        let v = parse_value(raw, cfg.memory)
+            .filter(|v| (cfg.min..=cfg.max).contains(v))
+            .ok_or_else(|| {
+                format!(
+                    "argument {} must be an integer between {} and {}",
+                    cfg.name, cfg.min, cfg.max
+                )
+            })?;
+        cfg.value.store(v, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units_parse() {
+        assert_eq!(parse_value(b"64mb", true), Some(64 << 20));
+        assert_eq!(parse_value(b"1GB", true), Some(1 << 30));
+        assert_eq!(parse_value(b"10", true), Some(10));
+        assert_eq!(parse_value(b"64mb", false), None);
+        assert_eq!(parse_value(b"mb", true), None);
+    }
+
+    #[test]
+    fn module_args_are_checked() {
+        assert!(apply_module_args(&[b"max-tags"]).is_err());
+        assert!(apply_module_args(&[b"nope", b"1"]).is_err());
+        assert!(apply_module_args(&[b"max-tags", b"0"]).is_err());
+        assert!(apply_module_args(&[b"max-tags", b"x"]).is_err());
+        assert!(apply_module_args(&[]).is_ok());
+    }
+}

@@ -1,0 +1,113 @@
+//! Keyspace and server events that keep the indexes exact.
+//!
+//! Keys leave through the type's unlink hook (store). Keys *enter* a database
+//! without a tcache command through RENAME, MOVE, COPY, RESTORE and loading;
+//! their expiry changes through EXPIRE/PERSIST; whole databases vanish or swap
+//! through FLUSHDB/FLUSHALL and SWAPDB, which send no per-key events.
+
+use std::ffi::{c_char, c_int, c_void};
+
+use redis_module::{raw, Context};
+
+use crate::api::{self, PeekKey};
+use crate::guard;
+use crate::indexes;
+
+/// Subscribes to everything the indexes depend on.
+pub fn subscribe(ctx: &Context) -> Result<(), &'static str> {
+    let flags = (raw::REDISMODULE_NOTIFY_GENERIC | raw::REDISMODULE_NOTIFY_LOADED) as c_int;
+    // SAFETY: `ctx` is the OnLoad context; the callbacks are `extern "C"` fns
+    // with the signatures Redis expects, valid for the life of the module.
+    unsafe {
+        let sub = raw::RedisModule_SubscribeToKeyspaceEvents.ok_or("no keyspace events API")?;
+        if sub(ctx.ctx, flags, Some(on_keyspace_event)) != raw::REDISMODULE_OK as c_int {
+            return Err("cannot subscribe to keyspace events");
+        }
+        let server = raw::RedisModule_SubscribeToServerEvent.ok_or("no server events API")?;
+        for id in [
+            raw::REDISMODULE_EVENT_FLUSHDB,
+            raw::REDISMODULE_EVENT_SWAPDB,
+        ] {
+            let event = raw::RedisModuleEvent {
+                id: id as u64,
+                dataver: 1,
+            };
+            if server(ctx.ctx, event, Some(on_server_event)) != raw::REDISMODULE_OK as c_int {
+                return Err("cannot subscribe to server events");
+            }
+        }
+    }
+    Ok(())
+}
+
+extern "C" fn on_keyspace_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _class: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    guard::callback((), || {
+        let ctx = Context::new(ctx);
+        match api::event_name(event) {
+            b"rename_to" | b"move_to" | b"copy_to" | b"restore" | b"loaded" => index_key(&ctx, key),
+            b"expire" | b"persist" => refresh_expire(&ctx, key),
+            _ => {}
+        }
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Reads the key as it now stands and, if it is an entry, indexes it.
+fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
+    let name = ctx.create_string(api::bytes_of(key));
+    let handle = PeekKey::open(ctx, &name);
+    if let Some(e) = handle.entry() {
+        let expire = handle.expire_at();
+        let db = api::selected_db(ctx);
+        indexes::with_db(db, |ix| ix.insert(name.as_slice(), e.tags.iter(), expire));
+    }
+}
+
+fn refresh_expire(ctx: &Context, key: *mut raw::RedisModuleString) {
+    let name = ctx.create_string(api::bytes_of(key));
+    let handle = PeekKey::open(ctx, &name);
+    if handle.entry().is_some() {
+        let expire = handle.expire_at();
+        let db = api::selected_db(ctx);
+        indexes::with_db(db, |ix| ix.set_expire(name.as_slice(), expire));
+    }
+}
+
+#[repr(C)]
+struct TwoDbs {
+    version: u64,
+    first: i32,
+    second: i32,
+}
+
+extern "C" fn on_server_event(
+    _ctx: *mut raw::RedisModuleCtx,
+    event: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    guard::callback((), || {
+        // SAFETY: for FLUSHDB the data is a RedisModuleFlushInfoV1 {version,
+        // sync, dbnum}; for SWAPDB a RedisModuleSwapDbInfoV1 {version, first,
+        // second}: both are (u64, i32, i32) as TwoDbs, valid during the call.
+        let Some(info) = (unsafe { data.cast::<TwoDbs>().as_ref() }) else {
+            return;
+        };
+        let _ = info.version;
+        match event.id {
+            raw::REDISMODULE_EVENT_FLUSHDB
+                if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_END as u64 =>
+            {
+                // FlushInfo is {version, sync, dbnum}: the db is the second i32.
+                indexes::clear(info.second);
+            }
+            raw::REDISMODULE_EVENT_SWAPDB => indexes::swap(info.first, info.second),
+            _ => {}
+        }
+    })
+}

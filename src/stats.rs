@@ -1,0 +1,89 @@
+//! Counters since start or the last `TCACHE.STATS RESET`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    const fn new() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn incr(&self) {
+        self.add(1);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+pub static HITS: Counter = Counter::new();
+pub static MISSES: Counter = Counter::new();
+pub static SETS: Counter = Counter::new();
+/// INVALTAG / INVALPREFIX commands that ran.
+pub static INVALIDATIONS: Counter = Counter::new();
+/// Entries those commands removed.
+pub static INVALIDATED_ENTRIES: Counter = Counter::new();
+
+const RESETTABLE: [&Counter; 5] = [&HITS, &MISSES, &SETS, &INVALIDATIONS, &INVALIDATED_ENTRIES];
+
+pub fn reset() {
+    RESETTABLE.iter().for_each(|c| c.reset());
+}
+
+/// `"90.91%"`, or `"0.00%"` before any read.
+pub fn hit_rate(hits: u64, misses: u64) -> String {
+    let total = hits + misses;
+    if total == 0 {
+        return "0.00%".into();
+    }
+    format!("{:.2}%", hits as f64 * 100.0 / total as f64)
+}
+
+/// One figure of the statistics, in the order they are reported.
+pub enum Figure {
+    Count(u64),
+    Text(String),
+}
+
+/// Index figures, computed from the indexes.
+pub struct IndexFigures {
+    pub entries: u64,
+    pub tags: u64,
+    pub index_bytes: u64,
+}
+
+pub fn figures(ix: &IndexFigures) -> Vec<(&'static str, Figure)> {
+    let (h, m) = (HITS.get(), MISSES.get());
+    vec![
+        ("hits", Figure::Count(h)),
+        ("misses", Figure::Count(m)),
+        ("hit_rate", Figure::Text(hit_rate(h, m))),
+        ("sets", Figure::Count(SETS.get())),
+        ("invalidations", Figure::Count(INVALIDATIONS.get())),
+        (
+            "invalidated_entries",
+            Figure::Count(INVALIDATED_ENTRIES.get()),
+        ),
+        ("entries", Figure::Count(ix.entries)),
+        ("tags", Figure::Count(ix.tags)),
+        ("index_bytes", Figure::Count(ix.index_bytes)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_rate_formats_two_decimals() {
+        assert_eq!(hit_rate(10, 1), "90.91%");
+        assert_eq!(hit_rate(0, 0), "0.00%");
+        assert_eq!(hit_rate(1, 0), "100.00%");
+    }
+}

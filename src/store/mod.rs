@@ -1,0 +1,167 @@
+//! The module data type `tcache-en`: one entry per key. Persistence (RDB, AOF
+//! rewrite), DEBUG DIGEST, COPY, MEMORY USAGE, and the unlink hook that keeps
+//! the index exact whenever Redis removes or overwrites a key.
+
+use std::ffi::{c_int, c_void};
+use std::ptr;
+
+use redis_module::native_types::RedisType;
+use redis_module::raw;
+
+use crate::api;
+use crate::core::entry::{decode, encode, Entry};
+use crate::guard;
+use crate::indexes;
+use crate::seq;
+
+/// RDB encoding version of the type. Version 1 stores one buffer: the entry
+/// codec of `core::entry` (which carries its own version byte).
+pub const ENCVER: i32 = 1;
+
+pub static ENTRY_TYPE: RedisType = RedisType::new(
+    "tcache-en",
+    ENCVER,
+    raw::RedisModuleTypeMethods {
+        // Version 4 is what Redis 7.0 knows: it has unlink2 and copy.
+        version: 4,
+        rdb_load: Some(rdb_load),
+        rdb_save: Some(rdb_save),
+        aof_rewrite: Some(aof_rewrite),
+        mem_usage: Some(mem_usage),
+        digest: Some(digest),
+        free: Some(free),
+        aux_load: None,
+        aux_save: None,
+        aux_save_triggers: 0,
+        free_effort: None,
+        unlink: None,
+        copy: Some(copy),
+        defrag: None,
+        mem_usage2: None,
+        free_effort2: None,
+        unlink2: Some(unlink2),
+        copy2: None,
+        aux_save2: None,
+    },
+);
+
+/// The entry behind a value pointer Redis hands to a type callback.
+///
+/// # Safety
+/// `value` must be a pointer this module created with `Box::into_raw(Box<Entry>)`
+/// and not yet freed.
+unsafe fn entry<'a>(value: *const c_void) -> Option<&'a Entry> {
+    value.cast::<Entry>().as_ref()
+}
+
+extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    guard::callback(ptr::null_mut(), || {
+        if encver != ENCVER {
+            api::log_io_warning(
+                rdb,
+                &format!("tcache: cannot load entry encoding version {encver} (this module reads {ENCVER}); upgrade the module"),
+            );
+            return ptr::null_mut();
+        }
+        let Ok(buf) = raw::load_string_buffer(rdb) else {
+            return ptr::null_mut();
+        };
+        match decode(buf.as_ref()) {
+            Ok(e) => {
+                seq::observe(e.seq);
+                Box::into_raw(Box::new(e)).cast()
+            }
+            Err(err) => {
+                api::log_io_warning(rdb, &format!("tcache: bad entry in RDB: {err}"));
+                ptr::null_mut()
+            }
+        }
+    })
+}
+
+extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    guard::callback((), || {
+        // SAFETY: Redis passes a value of this type.
+        if let Some(e) = unsafe { entry(value) } {
+            raw::save_slice(rdb, &encode(e));
+        }
+    })
+}
+
+extern "C" fn aof_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    guard::callback((), || {
+        // SAFETY: Redis passes a value of this type.
+        if let Some(e) = unsafe { entry(value) } {
+            // Redis appends PEXPIREAT for keys with an expiry after this.
+            api::emit_aof_apply(aof, key, &encode(e));
+        }
+    })
+}
+
+extern "C" fn mem_usage(value: *const c_void) -> usize {
+    // SAFETY: Redis passes a value of this type.
+    guard::callback(0, || unsafe { entry(value) }.map_or(0, Entry::mem_usage))
+}
+
+extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    guard::callback((), || {
+        // SAFETY: Redis passes a value of this type and a live digest.
+        unsafe {
+            let (Some(e), Some(add), Some(end)) = (
+                entry(value),
+                raw::RedisModule_DigestAddStringBuffer,
+                raw::RedisModule_DigestEndSequence,
+            ) else {
+                return;
+            };
+            add(md, e.value.as_ptr().cast(), e.value.len());
+            for t in e.tags.iter() {
+                add(md, t.as_ptr().cast(), t.len());
+            }
+            end(md);
+        }
+    })
+}
+
+extern "C" fn free(value: *mut c_void) {
+    // May run on a lazy-free thread: touch nothing but the value itself.
+    guard::callback((), || {
+        if !value.is_null() {
+            // SAFETY: the pointer came from Box::into_raw and Redis frees it once.
+            drop(unsafe { Box::from_raw(value.cast::<Entry>()) });
+        }
+    })
+}
+
+extern "C" fn copy(
+    _from: *mut raw::RedisModuleString,
+    _to: *mut raw::RedisModuleString,
+    value: *const c_void,
+) -> *mut c_void {
+    // The copy is indexed by the `copy_to` keyspace event, once it is in place.
+    guard::callback(ptr::null_mut(), || {
+        // SAFETY: Redis passes a value of this type.
+        match unsafe { entry(value) } {
+            Some(e) => Box::into_raw(Box::new(e.clone())).cast(),
+            None => ptr::null_mut(),
+        }
+    })
+}
+
+/// Called whenever a key of this type leaves a database: DEL, UNLINK, expiry,
+/// eviction, overwrite, RENAME/MOVE source, module deletes.
+extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+    guard::callback((), || {
+        // SAFETY: Redis passes a value of this type.
+        let Some(e) = (unsafe { entry(value) }) else {
+            return;
+        };
+        if let Some((key, db)) = api::opt_ctx_key(ctx) {
+            indexes::with_db(db, |ix| ix.remove(key, e.tags.iter()));
+        }
+    })
+}
