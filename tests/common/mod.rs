@@ -6,6 +6,7 @@
 
 pub mod resp;
 pub mod server;
+pub mod tc;
 
 pub use resp::{Conn, Value};
 pub use server::{
