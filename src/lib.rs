@@ -4,17 +4,17 @@
 //! positions (first, last, step; keyless commands use 0, 0, 0), the data type,
 //! the configs, and the start-up hook.
 
-pub mod api;
-pub mod commands;
-pub mod config;
-pub mod core;
-pub mod errors;
-pub mod events;
-pub mod guard;
-pub mod indexes;
-pub mod seq;
-pub mod stats;
-pub mod store;
+mod api;
+mod commands;
+mod config;
+mod core;
+mod errors;
+mod events;
+mod guard;
+mod indexes;
+mod seq;
+mod stats;
+mod store;
 
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{raw, redis_module, Context, RedisString, Status};

@@ -69,7 +69,6 @@ fn rebuild(ctx: &Context) -> Snapshot {
     let cell = std::cell::RefCell::new(collect);
     let step = |c: &Context, n: &RedisString, k: Option<&RedisKey>| (cell.borrow_mut())(c, n, k);
     while cursor.scan(ctx, &step) {}
-    drop(cell);
     out
 }
 

@@ -38,7 +38,7 @@ pub fn slot_mut(key: &RedisKeyWritable) -> Slot<'_> {
 }
 
 /// The entry of `key`, `None` when missing, WRONGTYPE for another type.
-pub fn entry_or_wrongtype<'a>(key: &'a RedisKey) -> Result<Option<&'a Entry>, RedisError> {
+pub fn entry_or_wrongtype(key: &RedisKey) -> Result<Option<&Entry>, RedisError> {
     match slot(key) {
         Slot::Entry(e) => Ok(Some(e)),
         Slot::Missing => Ok(None),
@@ -52,5 +52,5 @@ pub fn bytes(args: &[RedisString]) -> Vec<&[u8]> {
 
 /// Redis strings for keys named by the index.
 pub fn key_names(ctx: &Context, keys: &[crate::core::index::Key]) -> Vec<RedisString> {
-    keys.iter().map(|k| ctx.create_string(&k[..])).collect()
+    keys.iter().map(|k| crate::api::string(ctx, k)).collect()
 }

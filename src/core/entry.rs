@@ -48,10 +48,6 @@ impl TagList {
         self.iter().count()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Bytes held on the heap.
     pub fn heap_bytes(&self) -> usize {
         self.0.len()
@@ -123,7 +119,6 @@ pub enum DecodeError {
     UnknownVersion(u8),
     UnknownKind(u8),
     Truncated,
-    TrailingBytes,
     UnsortedTags,
 }
 
@@ -133,7 +128,6 @@ impl fmt::Display for DecodeError {
             DecodeError::UnknownVersion(v) => write!(f, "unknown entry encoding version {v}"),
             DecodeError::UnknownKind(k) => write!(f, "unknown entry kind {k}"),
             DecodeError::Truncated => f.write_str("truncated entry"),
-            DecodeError::TrailingBytes => f.write_str("trailing bytes after entry"),
             DecodeError::UnsortedTags => f.write_str("tags not sorted and unique"),
         }
     }

@@ -122,10 +122,6 @@ impl DbIndex {
         }
     }
 
-    pub fn contains(&self, key: &[u8]) -> bool {
-        self.keys.contains_key(key)
-    }
-
     /// Entries indexed, including ones expired but not yet deleted.
     pub fn len(&self) -> usize {
         self.keys.len()

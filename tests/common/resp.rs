@@ -49,6 +49,7 @@ impl Value {
         Value::Bulk(b.as_ref().to_vec())
     }
 
+    #[track_caller]
     pub fn as_int(&self) -> i64 {
         match self {
             Value::Int(i) => *i,
@@ -57,6 +58,7 @@ impl Value {
     }
 
     /// Bytes of a bulk, simple or verbatim string.
+    #[track_caller]
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Value::Bulk(b) | Value::Verbatim(b) => b,
@@ -66,6 +68,7 @@ impl Value {
     }
 
     /// A bulk/simple/verbatim string, or the text of a double or big number.
+    #[track_caller]
     pub fn as_str(&self) -> &str {
         match self {
             Value::Simple(s) | Value::Double(s) | Value::BigNumber(s) => s,
@@ -77,6 +80,7 @@ impl Value {
         }
     }
 
+    #[track_caller]
     pub fn as_f64(&self) -> f64 {
         let s = match self {
             Value::Double(s) => s.as_str(),
@@ -92,6 +96,7 @@ impl Value {
         }
     }
 
+    #[track_caller]
     pub fn as_bool(&self) -> bool {
         match self {
             Value::Bool(b) => *b,
@@ -118,6 +123,7 @@ impl Value {
     }
 
     /// The text of an error reply.
+    #[track_caller]
     pub fn as_error(&self) -> &str {
         match self {
             Value::Error(e) => e,
@@ -126,6 +132,7 @@ impl Value {
     }
 
     /// Elements of an array, set or push reply.
+    #[track_caller]
     pub fn as_array(&self) -> &[Value] {
         match self {
             Value::Array(v) | Value::Set(v) | Value::Push(v) => v,
@@ -134,6 +141,7 @@ impl Value {
     }
 
     /// Pairs of a RESP3 map reply.
+    #[track_caller]
     pub fn as_map(&self) -> &[(Value, Value)] {
         match self {
             Value::Map(m) => m,
@@ -142,6 +150,7 @@ impl Value {
     }
 
     /// Looks up `name` in a RESP3 map or a RESP2 flat `[k1, v1, k2, v2, ...]` array.
+    #[track_caller]
     pub fn field(&self, name: &str) -> Option<&Value> {
         let key_matches = |k: &Value| match k {
             Value::Bulk(b) | Value::Verbatim(b) => b.as_slice() == name.as_bytes(),
@@ -221,12 +230,16 @@ pub struct Conn {
 
 impl Conn {
     /// Connects to 127.0.0.1:`port`; panics if that fails.
+    #[track_caller]
     pub fn connect(port: u16) -> Conn {
-        Conn::try_connect(port, Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"))
+        match Conn::try_connect(port, Duration::from_secs(5)) {
+            Ok(c) => c,
+            Err(e) => panic!("cannot connect to 127.0.0.1:{port}: {e}"),
+        }
     }
 
     /// Connects to 127.0.0.1:`port` and switches to RESP3 (`HELLO 3`).
+    #[track_caller]
     pub fn connect_resp3(port: u16) -> Conn {
         let mut c = Conn::connect(port);
         let hello = c.q(&["HELLO", "3"]);
@@ -266,18 +279,21 @@ impl Conn {
     }
 
     /// Sends a command (binary-safe args) and reads the next reply.
+    #[track_caller]
     pub fn cmd(&mut self, args: &[&[u8]]) -> Value {
         self.send(args);
         self.read()
     }
 
     /// `cmd` for owned or mixed argument lists, e.g. `Vec<Vec<u8>>` or `Vec<String>`.
+    #[track_caller]
     pub fn cmdv<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Value {
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
         self.cmd(&refs)
     }
 
     /// `cmd` with `&str` args: `conn.q(&["SET", "k", "v"])`.
+    #[track_caller]
     pub fn q(&mut self, args: &[&str]) -> Value {
         self.cmdv(args)
     }
@@ -290,6 +306,7 @@ impl Conn {
 
     /// Sends a command, then reads replies until a non-push one, which it
     /// returns together with the push messages (RESP3) that came before it.
+    #[track_caller]
     pub fn cmd_collect_push(&mut self, args: &[&[u8]]) -> (Value, Vec<Value>) {
         self.send(args);
         let mut pushes = Vec::new();
@@ -302,13 +319,15 @@ impl Conn {
     }
 
     /// Writes a command without reading its reply (pipelining, blocked clients).
+    #[track_caller]
     pub fn send(&mut self, args: &[&[u8]]) {
-        let port = self.port;
-        self.try_send(args)
-            .unwrap_or_else(|e| panic!("write to 127.0.0.1:{port} failed: {e}"));
+        if let Err(e) = self.try_send(args) {
+            panic!("write to 127.0.0.1:{} failed: {e}", self.port);
+        }
     }
 
     /// `send` with `&str` args.
+    #[track_caller]
     pub fn send_q(&mut self, args: &[&str]) {
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         self.send(&refs);
@@ -329,19 +348,27 @@ impl Conn {
 
     /// Reads the next reply (a push message is a reply too); panics on I/O
     /// errors or when nothing arrives within the read timeout.
+    #[track_caller]
     pub fn read(&mut self) -> Value {
         let (port, timeout) = (self.port, self.read_timeout);
-        self.try_read().unwrap_or_else(|e| match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+        match self.try_read() {
+            Ok(v) => v,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 panic!("no reply from 127.0.0.1:{port} within {timeout:?}")
             }
-            _ => panic!("reading from 127.0.0.1:{port} failed: {e}"),
-        })
+            Err(e) => panic!("reading from 127.0.0.1:{port} failed: {e}"),
+        }
     }
 
     /// Waits up to `timeout` for the start of the next reply: `None` if nothing
     /// arrived, else the whole reply (read with the normal read timeout, so a
     /// reply is never cut in half).
+    #[track_caller]
     pub fn read_with_timeout(&mut self, timeout: Duration) -> Option<Value> {
         if self.reader.buffer().is_empty() {
             let t = timeout.max(Duration::from_millis(1));

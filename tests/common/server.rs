@@ -41,6 +41,7 @@ pub fn module_path() -> PathBuf {
 
 /// Calls `cond` every few milliseconds until it returns true; panics after
 /// `timeout` with `what` in the message.
+#[track_caller]
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
@@ -58,6 +59,7 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
 
 /// Polls the replica's `INFO replication` until its link to the primary is up
 /// and no sync is in progress.
+#[track_caller]
 pub fn wait_for_sync(replica: &Server) {
     let deadline = Instant::now() + WAIT_TIMEOUT;
     loop {
@@ -225,6 +227,7 @@ impl ServerBuilder {
     }
 
     /// Spawns the server and waits until it answers PING.
+    #[track_caller]
     pub fn start(self) -> Server {
         if !self.binary.exists() {
             panic!(
@@ -264,6 +267,18 @@ impl ServerBuilder {
     }
 }
 
+/// The command line as a shell would need it (for error messages).
+fn shell_words(args: &[String]) -> String {
+    let quote = |a: &String| {
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+            format!("{a:?}")
+        } else {
+            a.clone()
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
 fn is_name(arg: &str, name: &str) -> bool {
     arg.trim_start_matches('-').eq_ignore_ascii_case(name)
 }
@@ -294,7 +309,7 @@ fn spawn_ready(cfg: &ServerBuilder, port: u16, dir: &Path) -> Result<Child, Star
         format!(
             "{what}\ncommand: {} {}\ndir: {}\n--- log tail ---\n{}",
             cfg.binary.display(),
-            args.join(" "),
+            shell_words(&args),
             dir.display(),
             log_tail_of(dir)
         )
@@ -379,11 +394,13 @@ impl Server {
     }
 
     /// Starts a server with the module and default settings.
+    #[track_caller]
     pub fn start() -> Server {
         Server::builder().start()
     }
 
     /// Starts a replica of `primary` with the same binary, module and args.
+    #[track_caller]
     pub fn replica_of(primary: &Server) -> Server {
         let mut cfg = primary.config.clone();
         cfg.port = None;
@@ -391,11 +408,13 @@ impl Server {
     }
 
     /// A new RESP2 connection.
+    #[track_caller]
     pub fn conn(&self) -> Conn {
         Conn::connect(self.port)
     }
 
     /// A new connection switched to RESP3 with `HELLO 3`.
+    #[track_caller]
     pub fn conn3(&self) -> Conn {
         Conn::connect_resp3(self.port)
     }
@@ -412,6 +431,7 @@ impl Server {
     }
 
     /// The text of `INFO <section>`.
+    #[track_caller]
     pub fn info(&self, section: &str) -> String {
         match self.conn().q(&["INFO", section]) {
             Value::Bulk(b) | Value::Verbatim(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -477,6 +497,7 @@ impl Server {
 
     /// Stops the server if running, then starts it again with the same
     /// binary, args, port and directory (so it loads its RDB/AOF from there).
+    #[track_caller]
     pub fn restart(&mut self) {
         self.stop();
         match spawn_ready(&self.config, self.port, &self.dir) {
