@@ -142,6 +142,16 @@ const fn cstr(s: &'static [u8]) -> *const c_char {
     s.as_ptr().cast()
 }
 
+/// PUBLISH `message` on `channel` (to this node's subscribers).
+pub fn publish(ctx: &Context, channel: &RedisString, message: &RedisString) {
+    // SAFETY: both strings are live for the call; PublishMessage copies what it keeps.
+    unsafe {
+        if let Some(publish) = raw::RedisModule_PublishMessage {
+            publish(ctx.ctx, channel.inner, message.inner);
+        }
+    }
+}
+
 /// Replicates `TCACHE.APPLY key blob` then `PEXPIREAT key at` (absolute time).
 pub fn replicate_apply(ctx: &Context, key: &RedisString, blob: &[u8], expire_at_ms: Option<i64>) {
     // SAFETY: the format strings match the arguments: "sb" is a RedisModuleString
@@ -206,6 +216,46 @@ pub fn emit_aof_apply(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleSt
                 blob.as_ptr().cast::<c_char>(),
                 blob.len(),
             );
+        }
+    }
+}
+
+/// Emits `TCACHE.GATE.SET name schema [PREFIX prefix]` into an AOF rewrite.
+pub fn emit_aof_gate(
+    aof: *mut raw::RedisModuleIO,
+    name: &[u8],
+    schema: &[u8],
+    prefix: Option<&[u8]>,
+) {
+    // SAFETY: `aof` comes from the aof_rewrite callback; each "b" is a
+    // (pointer, length) buffer alive for the call, "c" a NUL-terminated string.
+    unsafe {
+        let Some(emit) = raw::RedisModule_EmitAOF else {
+            return;
+        };
+        let cmd = cstr(b"TCACHE.GATE.SET\0");
+        match prefix {
+            None => emit(
+                aof,
+                cmd,
+                cstr(b"bb\0"),
+                name.as_ptr().cast::<c_char>(),
+                name.len(),
+                schema.as_ptr().cast::<c_char>(),
+                schema.len(),
+            ),
+            Some(p) => emit(
+                aof,
+                cmd,
+                cstr(b"bbcb\0"),
+                name.as_ptr().cast::<c_char>(),
+                name.len(),
+                schema.as_ptr().cast::<c_char>(),
+                schema.len(),
+                cstr(b"PREFIX\0"),
+                p.as_ptr().cast::<c_char>(),
+                p.len(),
+            ),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! arguments (`loadmodule libtcache.so max-tags 64`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 
 use crate::core::options::{parse_i64, Limits};
 
@@ -44,7 +45,38 @@ pub const MAX_VALUE_BYTES_CFG: NumericConfig = NumericConfig {
     memory: true,
 };
 
-pub const NUMERIC: [&NumericConfig; 3] = [&MAX_TAGS_CFG, &MAX_TAG_BYTES_CFG, &MAX_VALUE_BYTES_CFG];
+pub static PERM_TTL: AtomicI64 = AtomicI64::new(300);
+
+pub const PERM_TTL_CFG: NumericConfig = NumericConfig {
+    name: "perm-ttl",
+    value: &PERM_TTL,
+    default: 300,
+    min: 1,
+    max: crate::core::options::TTL_MAX,
+    memory: false,
+};
+
+pub const NUMERIC: [&NumericConfig; 4] = [
+    &MAX_TAGS_CFG,
+    &MAX_TAG_BYTES_CFG,
+    &MAX_VALUE_BYTES_CFG,
+    &PERM_TTL_CFG,
+];
+
+/// `tcache.invalidation-channel`: empty means off.
+pub static INVALIDATION_CHANNEL: Mutex<String> = Mutex::new(String::new());
+
+pub fn perm_ttl() -> i64 {
+    PERM_TTL.load(Ordering::Relaxed)
+}
+
+/// The channel invalidations are published on, if one is set.
+pub fn invalidation_channel() -> Option<Vec<u8>> {
+    let c = INVALIDATION_CHANNEL
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    (!c.is_empty()).then(|| c.as_bytes().to_vec())
+}
 
 pub fn limits() -> Limits {
     Limits {
@@ -84,6 +116,14 @@ pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
         let (name, raw) = (pair[0], pair[1]);
         let name = String::from_utf8_lossy(name);
         let short = name.strip_prefix("tcache.").unwrap_or(&name);
+        if short.eq_ignore_ascii_case("invalidation-channel") {
+            let v = String::from_utf8(raw.to_vec())
+                .map_err(|_| "invalidation-channel must be UTF-8".to_string())?;
+            *INVALIDATION_CHANNEL
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = v;
+            continue;
+        }
         let cfg = NUMERIC
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case(short))

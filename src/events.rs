@@ -61,7 +61,9 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
     if let Some(e) = handle.entry() {
         let expire = handle.expire_at();
         let db = api::selected_db(ctx);
-        indexes::with_db(db, |ix| ix.insert(name.as_slice(), e.tags.iter(), expire));
+        indexes::with_db(db, |ix| {
+            ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire)
+        });
     }
 }
 

@@ -10,6 +10,7 @@ mod config;
 mod core;
 mod errors;
 mod events;
+mod gates;
 mod guard;
 mod indexes;
 mod seq;
@@ -19,8 +20,10 @@ mod store;
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{raw, redis_module, Context, RedisString, Status};
 
-use commands::{admin, cache, inval, query};
-use config::{MAX_TAGS_CFG, MAX_TAG_BYTES_CFG, MAX_VALUE_BYTES_CFG};
+use commands::{admin, cache, gate, inval, perm, query};
+use config::{
+    INVALIDATION_CHANNEL, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG, MAX_VALUE_BYTES_CFG, PERM_TTL_CFG,
+};
 use store::ENTRY_TYPE;
 
 // Memory goes through the Redis allocator so that `used_memory` and `maxmemory`
@@ -57,7 +60,7 @@ redis_module! {
     data_types: [ENTRY_TYPE],
     init: init,
     commands: [
-        // TCACHE.SET key value ttl [NX | XX] [TAGS tag [tag ...]]
+        // TCACHE.SET key value ttl [NX | XX] [GATE name] [TAGS tag [tag ...]]
         ["tcache.set", guarded!(cache::set), "write deny-oom", 1, 1, 1, ""],
         // TCACHE.GET key
         ["tcache.get", guarded!(cache::get), "readonly fast", 1, 1, 1, ""],
@@ -81,14 +84,39 @@ redis_module! {
         ["tcache.stats", guarded!(admin::stats), "readonly fast", 0, 0, 0, ""],
         // TCACHE.APPLY key serialized-entry (replication and AOF only)
         ["tcache.apply", guarded!(cache::apply), "write", 1, 1, 1, ""],
+        // TCACHE.GATE.SET name schema [PREFIX prefix]
+        ["tcache.gate.set", guarded!(gate::set), "write deny-oom", 0, 0, 0, ""],
+        // TCACHE.GATE.GET name
+        ["tcache.gate.get", guarded!(gate::get), "readonly", 0, 0, 0, ""],
+        // TCACHE.GATE.DEL name
+        ["tcache.gate.del", guarded!(gate::del), "write", 0, 0, 0, ""],
+        // TCACHE.GATE.LIST
+        ["tcache.gate.list", guarded!(gate::list), "readonly", 0, 0, 0, ""],
+        // TCACHE.GATE.CHECK name value
+        ["tcache.gate.check", guarded!(gate::check), "readonly", 0, 0, 0, ""],
+        // PERM.SET key json [ttl]
+        ["perm.set", guarded!(perm::set), "write deny-oom", 1, 1, 1, ""],
+        // PERM.GET key
+        ["perm.get", guarded!(perm::get), "readonly fast", 1, 1, 1, ""],
+        // PERM.CHECK key permission [permission ...]
+        ["perm.check", guarded!(perm::check), "readonly fast", 1, 1, 1, ""],
+        // PERM.INVALUSER key [key ...]
+        ["perm.invaluser", guarded!(perm::invaluser), "write", 1, -1, 1, ""],
+        // PERM.INVALROLE role [role ...]
+        ["perm.invalrole", guarded!(perm::invalrole), "write", 0, 0, 0, ""],
+        // PERM.INVALALL
+        ["perm.invalall", guarded!(perm::invalall), "write", 0, 0, 0, ""],
     ],
     configurations: [
         i64: [
             ["max-tags", MAX_TAGS_CFG.value, MAX_TAGS_CFG.default, MAX_TAGS_CFG.min, MAX_TAGS_CFG.max, ConfigurationFlags::DEFAULT, None],
             ["max-tag-bytes", MAX_TAG_BYTES_CFG.value, MAX_TAG_BYTES_CFG.default, MAX_TAG_BYTES_CFG.min, MAX_TAG_BYTES_CFG.max, ConfigurationFlags::DEFAULT, None],
             ["max-value-bytes", MAX_VALUE_BYTES_CFG.value, MAX_VALUE_BYTES_CFG.default, MAX_VALUE_BYTES_CFG.min, MAX_VALUE_BYTES_CFG.max, ConfigurationFlags::MEMORY, None],
+            ["perm-ttl", PERM_TTL_CFG.value, PERM_TTL_CFG.default, PERM_TTL_CFG.min, PERM_TTL_CFG.max, ConfigurationFlags::DEFAULT, None],
         ],
-        string: [],
+        string: [
+            ["invalidation-channel", &INVALIDATION_CHANNEL, "", ConfigurationFlags::DEFAULT, None],
+        ],
         bool: [],
         enum: [],
         module_args_as_configuration: false,

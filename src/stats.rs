@@ -29,8 +29,21 @@ pub static SETS: Counter = Counter::new();
 pub static INVALIDATIONS: Counter = Counter::new();
 /// Entries those commands removed.
 pub static INVALIDATED_ENTRIES: Counter = Counter::new();
+/// Writes refused by a quality gate (dry runs with GATE.CHECK not counted).
+pub static GATE_REJECTIONS: Counter = Counter::new();
+pub static PERM_HITS: Counter = Counter::new();
+pub static PERM_MISSES: Counter = Counter::new();
 
-const RESETTABLE: [&Counter; 5] = [&HITS, &MISSES, &SETS, &INVALIDATIONS, &INVALIDATED_ENTRIES];
+const RESETTABLE: [&Counter; 8] = [
+    &HITS,
+    &MISSES,
+    &SETS,
+    &INVALIDATIONS,
+    &INVALIDATED_ENTRIES,
+    &GATE_REJECTIONS,
+    &PERM_HITS,
+    &PERM_MISSES,
+];
 
 pub fn reset() {
     RESETTABLE.iter().for_each(|c| c.reset());
@@ -65,6 +78,7 @@ pub fn figures(ix: &IndexFigures) -> Vec<(&'static str, Figure)> {
         ("misses", Figure::Count(m)),
         ("hit_rate", Figure::Text(hit_rate(h, m))),
         ("sets", Figure::Count(SETS.get())),
+        ("gate_rejections", Figure::Count(GATE_REJECTIONS.get())),
         ("invalidations", Figure::Count(INVALIDATIONS.get())),
         (
             "invalidated_entries",
@@ -72,6 +86,8 @@ pub fn figures(ix: &IndexFigures) -> Vec<(&'static str, Figure)> {
         ),
         ("entries", Figure::Count(ix.entries)),
         ("tags", Figure::Count(ix.tags)),
+        ("perm_hits", Figure::Count(PERM_HITS.get())),
+        ("perm_misses", Figure::Count(PERM_MISSES.get())),
         ("index_bytes", Figure::Count(ix.index_bytes)),
     ]
 }

@@ -175,7 +175,7 @@ fn stats_count_and_reset_and_info_section_matches() {
     // RESP3: a real map.
     let mut c3 = s.conn3();
     let m = c3.q(&["TCACHE.STATS"]);
-    assert_eq!(m.as_map().len(), 9);
+    assert_eq!(m.as_map().len(), 13);
     refused(&mut c, &q(&["TCACHE.STATS", "bogus"]), "ERR syntax error");
 }
 
@@ -234,7 +234,8 @@ fn bad_ttls_and_options_are_refused() {
         &["BOGUS"][..],
         &["NX", "NX"],
         &["NX", "XX"],
-        &["GATE", "report"],
+        &["GATE"],
+        &["GATE", "json", "GATE", "json"],
         &["LEASE", "tok"],
         &["SWR", "10"],
         &["TAGS", "a", "b"].iter().rev().copied().collect::<Vec<_>>()[..],

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use redis_module::key::RedisKey;
 use redis_module::{raw, Context, KeysCursor, RedisError, RedisResult, RedisString, RedisValue};
 
-use super::{slot, Slot};
+use super::{gate, slot, Slot};
 use crate::api;
+use crate::core::index::label_name;
 use crate::core::verify::{self, Snapshot};
 use crate::guard;
 use crate::indexes;
@@ -60,7 +61,7 @@ fn rebuild(ctx: &Context) -> Snapshot {
         if let Some(Slot::Entry(e)) = key.map(slot) {
             out.insert(
                 name.as_slice().to_vec(),
-                e.tags.iter().map(<[u8]>::to_vec).collect(),
+                e.tags.iter().map(|t| label_name(e.space(), t)).collect(),
             );
         }
     };
@@ -83,17 +84,37 @@ pub fn stats(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         2 => return Err(RedisError::Str(crate::errors::SYNTAX)),
         _ => return Err(RedisError::WrongArity),
     }
-    // A map in RESP3, a flat name/value array in RESP2, in the documented order.
+    // A map in RESP3, a flat name/value array in RESP2, in the documented order,
+    // then `gates`: name -> {checked, rejected, last_rejection}.
     let figures = stats::figures(&indexes::figures());
-    raw::reply_with_map(ctx.ctx, figures.len() as c_long);
+    let gates = gate::counters();
+    raw::reply_with_map(ctx.ctx, figures.len() as c_long + 1);
     for (name, f) in figures {
-        raw::reply_with_string_buffer(ctx.ctx, name.as_ptr().cast(), name.len());
+        bulk(ctx, name.as_bytes());
         match f {
-            Figure::Count(n) => raw::reply_with_long_long(ctx.ctx, n as i64),
-            Figure::Text(s) => raw::reply_with_string_buffer(ctx.ctx, s.as_ptr().cast(), s.len()),
-        };
+            Figure::Count(n) => {
+                raw::reply_with_long_long(ctx.ctx, n as i64);
+            }
+            Figure::Text(s) => bulk(ctx, s.as_bytes()),
+        }
+    }
+    bulk(ctx, b"gates");
+    raw::reply_with_map(ctx.ctx, gates.len() as c_long);
+    for (name, checked, rejected, last) in gates {
+        bulk(ctx, &name);
+        raw::reply_with_map(ctx.ctx, 3);
+        bulk(ctx, b"checked");
+        raw::reply_with_long_long(ctx.ctx, checked as i64);
+        bulk(ctx, b"rejected");
+        raw::reply_with_long_long(ctx.ctx, rejected as i64);
+        bulk(ctx, b"last_rejection");
+        bulk(ctx, last.as_bytes());
     }
     Ok(RedisValue::NoReply)
+}
+
+fn bulk(ctx: &Context, b: &[u8]) {
+    raw::reply_with_string_buffer(ctx.ctx, b.as_ptr().cast(), b.len());
 }
 
 /// The `INFO tcache` callback: section `tcache_stats` with the same figures.
@@ -105,6 +126,25 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_i
                 Figure::Count(n) => raw::add_info_field_unsigned_long_long(ctx, name, n),
                 Figure::Text(s) => raw::add_info_field_str(ctx, name, &s),
             };
+        }
+        // tcache_gates: one dictionary field per gate, e.g.
+        // tcache_gate_report:checked=10,rejected=2 (names made INFO-safe).
+        raw::add_info_section(ctx, Some("gates"));
+        for (name, checked, rejected, _) in gate::counters() {
+            let field: String = String::from_utf8_lossy(&name)
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            raw::add_info_begin_dict_field(ctx, &format!("gate_{field}"));
+            raw::add_info_field_unsigned_long_long(ctx, "checked", checked);
+            raw::add_info_field_unsigned_long_long(ctx, "rejected", rejected);
+            raw::add_info_end_dict_field(ctx);
         }
     })
 }

@@ -16,12 +16,13 @@ use crate::core::options::{
     check_limits, parse_in_range, parse_set_options, Condition, TTL_MAX, TTL_MIN,
 };
 use crate::errors;
+use crate::gates;
 use crate::indexes;
 use crate::seq;
 use crate::stats;
 use crate::store::ENTRY_TYPE;
 
-/// TCACHE.SET key value ttl [NX | XX] [TAGS tag [tag ...]]
+/// TCACHE.SET key value ttl [NX | XX] [GATE name] [TAGS tag [tag ...]]
 pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args.len() < 4 {
         return Err(RedisError::WrongArity);
@@ -32,41 +33,52 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let value = args[2].as_slice();
     let tags = TagList::new(opts.tags.iter().copied());
     check_limits(&config::limits(), value.len(), &opts.tags, tags.count()).map_err(errors::arg)?;
+    gates::check_for_set(args[1].as_slice(), opts.gate, value)?;
+    let entry = Entry::new(value, tags, seq::next());
+    write_entry(ctx, &args[1], entry, ttl_s * 1000, opts.condition)
+}
 
-    let key = ctx.open_key_writable(&args[1]);
+/// Stores `entry` under `name` for `ttl_ms`, unless the key holds another type
+/// (WRONGTYPE) or `condition` is not met (nil); indexes, notifies, replicates.
+pub fn write_entry(
+    ctx: &Context,
+    name: &RedisString,
+    entry: Entry,
+    ttl_ms: i64,
+    condition: Condition,
+) -> RedisResult {
+    let key = ctx.open_key_writable(name);
     let exists = match slot_mut(&key) {
         Slot::Entry(_) => true,
         Slot::Missing => false,
         Slot::Other => return Err(errors::wrongtype()),
     };
-    match opts.condition {
+    match condition {
         Condition::Nx if exists => return Ok(RedisValue::Null),
         Condition::Xx if !exists => return Ok(RedisValue::Null),
         _ => {}
     }
-    let entry = Entry::new(value, tags, seq::next());
     let blob = encode(&entry);
     // Overwriting runs the unlink hook, which takes the old entry out of the index.
     key.set_value(&ENTRY_TYPE, entry)?;
-    let ttl_ms = ttl_s * 1000;
     let expire_at = api::now_ms() + ttl_ms;
     key.set_expire(Duration::from_millis(ttl_ms as u64))?;
     let db = api::selected_db(ctx);
     if let Slot::Entry(e) = slot_mut(&key) {
         indexes::with_db(db, |ix| {
-            ix.insert(args[1].as_slice(), e.tags.iter(), expire_at)
+            ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire_at)
         })
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
     }
     drop(key);
-    ctx.notify_keyspace_event(NotifyEvent::MODULE, "tcache.set", &args[1]);
-    api::replicate_apply(ctx, &args[1], &blob, Some(expire_at));
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "tcache.set", name);
+    api::replicate_apply(ctx, name, &blob, Some(expire_at));
     stats::SETS.incr();
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
 /// Replies with a bulk string straight from the entry, without a copy.
-fn reply_value(ctx: &Context, e: &Entry) {
+pub fn reply_value(ctx: &Context, e: &Entry) {
     raw::reply_with_string_buffer(ctx.ctx, e.value.as_ptr().cast::<c_char>(), e.value.len());
 }
 
@@ -183,7 +195,7 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let db = api::selected_db(ctx);
     if let Slot::Entry(e) = slot_mut(&key) {
         indexes::with_db(db, |ix| {
-            ix.insert(args[1].as_slice(), e.tags.iter(), NO_EXPIRE)
+            ix.insert(args[1].as_slice(), e.space(), e.tags.iter(), NO_EXPIRE)
         })
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
     }

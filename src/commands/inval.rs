@@ -7,7 +7,8 @@ use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 use super::cache::delete_entry;
 use super::{bytes, key_names};
 use crate::api::{self, Caller};
-use crate::core::index::Key;
+use crate::config;
+use crate::core::index::{Key, Space};
 use crate::errors;
 use crate::indexes;
 use crate::stats;
@@ -19,9 +20,11 @@ pub fn invaltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let tags = bytes(&args[1..]);
     let db = api::selected_db(ctx);
-    let keys = indexes::with_db(db, |ix| ix.keys_with_any_tag(&tags))
+    let keys = indexes::with_db(db, |ix| ix.keys_with_any(Space::Tags, &tags))
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
-    delete_all(ctx, &keys)
+    let reply = delete_all(ctx, &keys)?;
+    publish(ctx, b"tag:", &tags);
+    Ok(reply)
 }
 
 /// TCACHE.INVALPREFIX prefix
@@ -32,12 +35,27 @@ pub fn invalprefix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let db = api::selected_db(ctx);
     let keys = indexes::with_db(db, |ix| ix.keys_with_prefix(args[1].as_slice()))
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
-    delete_all(ctx, &keys)
+    let reply = delete_all(ctx, &keys)?;
+    publish(ctx, b"prefix:", &[args[1].as_slice()]);
+    Ok(reply)
+}
+
+/// With `tcache.invalidation-channel` set, publishes one message per
+/// invalidated name on it: `tag:<tag>`, `role:<role>` or `prefix:<prefix>`.
+pub fn publish(ctx: &Context, kind: &[u8], names: &[&[u8]]) {
+    let Some(channel) = config::invalidation_channel() else {
+        return;
+    };
+    let channel = api::string(ctx, &channel);
+    for name in names {
+        let msg = api::string(ctx, &[kind, name].concat());
+        api::publish(ctx, &channel, &msg);
+    }
 }
 
 /// Checks every key first (NOPERM and nothing deleted if one is refused), then
 /// deletes, replicates the deletions and counts them.
-fn delete_all(ctx: &Context, keys: &[Key]) -> RedisResult {
+pub fn delete_all(ctx: &Context, keys: &[Key]) -> RedisResult {
     // The index lock is released here: deletes re-enter it through unlink.
     let names = key_names(ctx, keys);
     if let Some(caller) = Caller::current(ctx) {

@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod cache;
+pub mod gate;
 pub mod inval;
+pub mod perm;
 pub mod query;
 
 use redis_module::key::{RedisKey, RedisKeyWritable};

@@ -5,16 +5,22 @@
 
 use std::fmt;
 
-/// What an entry is for. Permission entries arrive with the permission cache.
+use crate::core::index::Space;
+
+/// What an entry is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A tagged cache entry: `tags` are its tags.
     Cache = 0,
+    /// A permission entry: `tags` holds its roles, `perms` its permissions.
+    Perm = 1,
 }
 
 impl Kind {
     fn from_byte(b: u8) -> Option<Kind> {
         match b {
             0 => Some(Kind::Cache),
+            1 => Some(Kind::Perm),
             _ => None,
         }
     }
@@ -87,7 +93,10 @@ fn split_u32(b: &[u8]) -> Option<(u32, &[u8])> {
 pub struct Entry {
     pub kind: Kind,
     pub value: Box<[u8]>,
+    /// Tags of a cache entry, roles of a permission entry.
     pub tags: TagList,
+    /// Permissions of a permission entry (empty otherwise).
+    pub perms: TagList,
     /// Global write sequence number at the time of the write.
     pub seq: u64,
     /// Unix ms after which the entry is stale (soft expiry); 0 when none.
@@ -100,14 +109,37 @@ impl Entry {
             kind: Kind::Cache,
             value: value.into(),
             tags,
+            perms: TagList::default(),
             seq,
             stale_at_ms: 0,
         }
     }
 
+    pub fn new_perm(json: &[u8], roles: TagList, perms: TagList, seq: u64) -> Entry {
+        Entry {
+            kind: Kind::Perm,
+            value: json.into(),
+            tags: roles,
+            perms,
+            seq,
+            stale_at_ms: 0,
+        }
+    }
+
+    /// The index namespace of this entry's labels (`tags`).
+    pub fn space(&self) -> Space {
+        match self.kind {
+            Kind::Cache => Space::Tags,
+            Kind::Perm => Space::Roles,
+        }
+    }
+
     /// Memory this entry holds, for MEMORY USAGE and the index statistics.
     pub fn mem_usage(&self) -> usize {
-        std::mem::size_of::<Entry>() + self.value.len() + self.tags.heap_bytes()
+        std::mem::size_of::<Entry>()
+            + self.value.len()
+            + self.tags.heap_bytes()
+            + self.perms.heap_bytes()
     }
 }
 
@@ -133,18 +165,34 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// `[version u8][kind u8][seq u64][stale_at i64][tags_len u32][tags][value]`,
-/// integers little-endian; the value is the rest of the buffer.
+/// `[version u8][kind u8][seq u64][stale_at i64][tags_len u32][tags]`, then for a
+/// permission entry `[perms_len u32][perms]`, then the value (the rest of the
+/// buffer); integers little-endian.
 pub fn encode(e: &Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(26 + e.tags.0.len() + e.value.len());
+    let mut out = Vec::with_capacity(30 + e.tags.0.len() + e.perms.0.len() + e.value.len());
     out.push(CODEC_VERSION);
     out.push(e.kind as u8);
     out.extend_from_slice(&e.seq.to_le_bytes());
     out.extend_from_slice(&e.stale_at_ms.to_le_bytes());
     out.extend_from_slice(&(e.tags.0.len() as u32).to_le_bytes());
     out.extend_from_slice(&e.tags.0);
+    if e.kind == Kind::Perm {
+        out.extend_from_slice(&(e.perms.0.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.perms.0);
+    }
     out.extend_from_slice(&e.value);
     out
+}
+
+/// A length-prefixed packed list at the front of `b`, and the rest.
+fn split_list(b: &[u8]) -> Result<(TagList, &[u8]), DecodeError> {
+    let (len, b) = split_u32(b).ok_or(DecodeError::Truncated)?;
+    let len = len as usize;
+    if b.len() < len {
+        return Err(DecodeError::Truncated);
+    }
+    let (list, rest) = b.split_at(len);
+    Ok((checked_tags(list)?, rest))
 }
 
 pub fn decode(b: &[u8]) -> Result<Entry, DecodeError> {
@@ -156,17 +204,16 @@ pub fn decode(b: &[u8]) -> Result<Entry, DecodeError> {
     let kind = Kind::from_byte(kind).ok_or(DecodeError::UnknownKind(kind))?;
     let (seq, b) = b.split_first_chunk::<8>().ok_or(DecodeError::Truncated)?;
     let (stale, b) = b.split_first_chunk::<8>().ok_or(DecodeError::Truncated)?;
-    let (tags_len, b) = split_u32(b).ok_or(DecodeError::Truncated)?;
-    let tags_len = tags_len as usize;
-    if b.len() < tags_len {
-        return Err(DecodeError::Truncated);
-    }
-    let (tags, value) = b.split_at(tags_len);
-    let tags = checked_tags(tags)?;
+    let (tags, b) = split_list(b)?;
+    let (perms, value) = match kind {
+        Kind::Perm => split_list(b)?,
+        Kind::Cache => (TagList::default(), b),
+    };
     Ok(Entry {
         kind,
         value: value.into(),
         tags,
+        perms,
         seq: u64::from_le_bytes(*seq),
         stale_at_ms: i64::from_le_bytes(*stale),
     })
@@ -214,9 +261,21 @@ mod tests {
             kind: Kind::Cache,
             value: b"\x00\xff\xfe value".to_vec().into(),
             tags: TagList::new([&b"\x00t"[..], b"\xc3\x28", b"plain"]),
+            perms: TagList::default(),
             seq: 42,
             stale_at_ms: 1_700_000_000_123,
         };
+        assert_eq!(decode(&encode(&e)), Ok(e));
+    }
+
+    #[test]
+    fn codec_round_trips_permission_entries() {
+        let e = Entry::new_perm(
+            br#"{"roles":["a"]}"#,
+            tags(&["admin", "ops"]),
+            tags(&["users:*", "x"]),
+            9,
+        );
         assert_eq!(decode(&encode(&e)), Ok(e));
     }
 

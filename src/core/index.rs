@@ -16,10 +16,19 @@ pub type Key = Arc<[u8]>;
 /// No expiry, as `PTTL` says -1.
 pub const NO_EXPIRE: i64 = -1;
 
+/// The two label namespaces: tags of cache entries, roles of permission
+/// entries. Tag `admin` and role `admin` are unrelated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Space {
+    Tags,
+    Roles,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct KeyRec {
     id: u64,
     expire_at_ms: i64,
+    space: Space,
 }
 
 fn is_live(expire_at_ms: i64, now_ms: i64) -> bool {
@@ -32,6 +41,7 @@ pub struct DbIndex {
     keys: BTreeMap<Key, KeyRec>,
     ids: HashMap<u64, Key>,
     tags: HashMap<Box<[u8]>, BTreeSet<u64>>,
+    roles: HashMap<Box<[u8]>, BTreeSet<u64>>,
     next_id: u64,
     /// Sum of key and tag name bytes held, for the index_bytes statistic.
     name_bytes: usize,
@@ -45,11 +55,12 @@ impl DbIndex {
     pub fn insert<'a>(
         &mut self,
         key: &[u8],
+        space: Space,
         tags: impl Iterator<Item = &'a [u8]>,
         expire_at_ms: i64,
     ) {
         if let Some(old) = self.keys.get(key).copied() {
-            self.drop_id(old.id);
+            self.drop_id(old.space, old.id);
             self.keys.remove(key);
             self.name_bytes -= key.len();
         }
@@ -57,19 +68,41 @@ impl DbIndex {
         let id = self.next_id;
         let k: Key = Arc::from(key);
         self.name_bytes += key.len();
-        self.keys.insert(k.clone(), KeyRec { id, expire_at_ms });
+        self.keys.insert(
+            k.clone(),
+            KeyRec {
+                id,
+                expire_at_ms,
+                space,
+            },
+        );
         self.ids.insert(id, k);
         for tag in tags {
-            match self.tags.get_mut(tag) {
+            let map = self.space_mut(space);
+            match map.get_mut(tag) {
                 Some(set) => {
                     set.insert(id);
                 }
                 None => {
+                    map.insert(tag.into(), BTreeSet::from([id]));
                     self.name_bytes += tag.len();
-                    self.tags.insert(tag.into(), BTreeSet::from([id]));
                 }
             }
             self.memberships += 1;
+        }
+    }
+
+    fn space(&self, space: Space) -> &HashMap<Box<[u8]>, BTreeSet<u64>> {
+        match space {
+            Space::Tags => &self.tags,
+            Space::Roles => &self.roles,
+        }
+    }
+
+    fn space_mut(&mut self, space: Space) -> &mut HashMap<Box<[u8]>, BTreeSet<u64>> {
+        match space {
+            Space::Tags => &mut self.tags,
+            Space::Roles => &mut self.roles,
         }
     }
 
@@ -81,34 +114,40 @@ impl DbIndex {
         self.name_bytes -= key.len();
         self.ids.remove(&rec.id);
         for tag in tags {
-            self.unlink_tag(tag, rec.id);
+            self.unlink_tag(rec.space, tag, rec.id);
         }
         true
     }
 
-    fn unlink_tag(&mut self, tag: &[u8], id: u64) {
-        if let Some(set) = self.tags.get_mut(tag) {
-            if set.remove(&id) {
-                self.memberships -= 1;
-            }
-            if set.is_empty() {
-                self.tags.remove(tag);
-                self.name_bytes -= tag.len();
-            }
+    fn unlink_tag(&mut self, space: Space, tag: &[u8], id: u64) {
+        let map = self.space_mut(space);
+        let Some(set) = map.get_mut(tag) else {
+            return;
+        };
+        let removed = set.remove(&id);
+        let emptied = set.is_empty();
+        if emptied {
+            map.remove(tag);
+        }
+        if removed {
+            self.memberships -= 1;
+        }
+        if emptied {
+            self.name_bytes -= tag.len();
         }
     }
 
     /// Forgets an id whose tags are unknown: the slow path of a double insert.
-    fn drop_id(&mut self, id: u64) {
+    fn drop_id(&mut self, space: Space, id: u64) {
         self.ids.remove(&id);
         let holding: Vec<Box<[u8]>> = self
-            .tags
+            .space(space)
             .iter()
             .filter(|(_, set)| set.contains(&id))
             .map(|(t, _)| t.clone())
             .collect();
         for tag in holding {
-            self.unlink_tag(&tag, id);
+            self.unlink_tag(space, &tag, id);
         }
     }
 
@@ -135,12 +174,21 @@ impl DbIndex {
         self.tags.len()
     }
 
-    /// Every key carrying any of `tags`, each once, expired ones included
-    /// (deleting those is harmless: Redis expires them on access).
-    pub fn keys_with_any_tag(&self, tags: &[&[u8]]) -> Vec<Key> {
+    /// Every key of permission entries.
+    pub fn keys_in_space(&self, space: Space) -> Vec<Key> {
+        self.keys
+            .iter()
+            .filter(|(_, rec)| rec.space == space)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Every key carrying any of `tags` (or roles), each once, expired ones
+    /// included (deleting those is harmless: Redis expires them on access).
+    pub fn keys_with_any(&self, space: Space, tags: &[&[u8]]) -> Vec<Key> {
         let mut ids: Vec<u64> = Vec::new();
         for tag in tags {
-            if let Some(set) = self.tags.get(*tag) {
+            if let Some(set) = self.space(space).get(*tag) {
                 ids.extend(set.iter().copied());
             }
         }
@@ -203,16 +251,19 @@ impl DbIndex {
             .collect()
     }
 
-    /// key -> its tags, as the index sees them.
+    /// key -> its labels as the index sees them (`label_name` distinguishes
+    /// roles from tags).
     pub fn snapshot(&self) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
         let mut out: BTreeMap<Vec<u8>, Vec<Vec<u8>>> =
             self.keys.keys().map(|k| (k.to_vec(), Vec::new())).collect();
         let mut dangling = 0usize;
-        for (tag, set) in &self.tags {
-            for id in set {
-                match self.ids.get(id).and_then(|k| out.get_mut(&k[..])) {
-                    Some(tags) => tags.push(tag.to_vec()),
-                    None => dangling += 1,
+        for space in [Space::Tags, Space::Roles] {
+            for (tag, set) in self.space(space) {
+                for id in set {
+                    match self.ids.get(id).and_then(|k| out.get_mut(&k[..])) {
+                        Some(tags) => tags.push(label_name(space, tag)),
+                        None => dangling += 1,
+                    }
                 }
             }
         }
@@ -236,8 +287,16 @@ impl DbIndex {
         let tag_slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<BTreeSet<u64>>();
         self.name_bytes
             + self.keys.len() * (key_slot + 16 + id_slot + 1)
-            + self.tags.len() * (tag_slot + 1)
+            + (self.tags.len() + self.roles.len()) * (tag_slot + 1)
             + self.memberships * 9
+    }
+}
+
+/// How a label shows in a snapshot: tags as they are, roles as `role:<name>`.
+pub fn label_name(space: Space, name: &[u8]) -> Vec<u8> {
+    match space {
+        Space::Tags => name.to_vec(),
+        Space::Roles => [&b"role:"[..], name].concat(),
     }
 }
 
@@ -261,8 +320,8 @@ mod tests {
     #[test]
     fn insert_and_remove_keep_tags_exact() {
         let mut ix = DbIndex::default();
-        ix.insert(b"k1", t(&["a", "b"]), NO_EXPIRE);
-        ix.insert(b"k2", t(&["b"]), NO_EXPIRE);
+        ix.insert(b"k1", Space::Tags, t(&["a", "b"]), NO_EXPIRE);
+        ix.insert(b"k2", Space::Tags, t(&["b"]), NO_EXPIRE);
         assert_eq!(ix.tag_card(b"a", 0), 1);
         assert_eq!(ix.tag_card(b"b", 0), 2);
         assert!(ix.remove(b"k1", t(&["a", "b"])));
@@ -277,8 +336,8 @@ mod tests {
     #[test]
     fn double_insert_does_not_leave_dangling_ids() {
         let mut ix = DbIndex::default();
-        ix.insert(b"k", t(&["a"]), NO_EXPIRE);
-        ix.insert(b"k", t(&["b"]), NO_EXPIRE);
+        ix.insert(b"k", Space::Tags, t(&["a"]), NO_EXPIRE);
+        ix.insert(b"k", Space::Tags, t(&["b"]), NO_EXPIRE);
         assert_eq!(ix.tag_card(b"a", 0), 0);
         assert_eq!(ix.tag_count(), 1);
         let snap = ix.snapshot();
@@ -286,20 +345,45 @@ mod tests {
     }
 
     #[test]
+    fn roles_and_tags_are_separate_namespaces() {
+        let mut ix = DbIndex::default();
+        ix.insert(b"perm:1", Space::Roles, t(&["admin"]), NO_EXPIRE);
+        ix.insert(b"page", Space::Tags, t(&["admin"]), NO_EXPIRE);
+        assert_eq!(
+            names(ix.keys_with_any(Space::Roles, &[b"admin"])),
+            vec!["perm:1"]
+        );
+        assert_eq!(
+            names(ix.keys_with_any(Space::Tags, &[b"admin"])),
+            vec!["page"]
+        );
+        assert_eq!(names(ix.keys_in_space(Space::Roles)), vec!["perm:1"]);
+        assert!(ix.remove(b"perm:1", t(&["admin"])));
+        assert!(ix.keys_with_any(Space::Roles, &[b"admin"]).is_empty());
+        assert_eq!(ix.tag_card(b"admin", 0), 1);
+        assert_eq!(ix.heap_bytes() > 0, true);
+        assert!(ix.remove(b"page", t(&["admin"])));
+        assert_eq!(ix.heap_bytes(), 0);
+    }
+
+    #[test]
     fn union_of_tags_counts_each_key_once() {
         let mut ix = DbIndex::default();
-        ix.insert(b"k1", t(&["a", "b"]), NO_EXPIRE);
-        ix.insert(b"k2", t(&["b"]), NO_EXPIRE);
-        ix.insert(b"k3", t(&["c"]), NO_EXPIRE);
-        assert_eq!(names(ix.keys_with_any_tag(&[b"a", b"b"])), vec!["k1", "k2"]);
-        assert!(ix.keys_with_any_tag(&[b"zz"]).is_empty());
+        ix.insert(b"k1", Space::Tags, t(&["a", "b"]), NO_EXPIRE);
+        ix.insert(b"k2", Space::Tags, t(&["b"]), NO_EXPIRE);
+        ix.insert(b"k3", Space::Tags, t(&["c"]), NO_EXPIRE);
+        assert_eq!(
+            names(ix.keys_with_any(Space::Tags, &[b"a", b"b"])),
+            vec!["k1", "k2"]
+        );
+        assert!(ix.keys_with_any(Space::Tags, &[b"zz"]).is_empty());
     }
 
     #[test]
     fn expired_entries_are_not_counted_or_scanned() {
         let mut ix = DbIndex::default();
-        ix.insert(b"old", t(&["a"]), 1000);
-        ix.insert(b"new", t(&["a"]), 5000);
+        ix.insert(b"old", Space::Tags, t(&["a"]), 1000);
+        ix.insert(b"new", Space::Tags, t(&["a"]), 5000);
         assert_eq!(ix.tag_card(b"a", 1000), 2);
         assert_eq!(ix.tag_card(b"a", 1001), 1);
         let (_, keys) = ix.tag_scan(b"a", 0, 10, 2000);
@@ -312,7 +396,12 @@ mod tests {
     fn tag_scan_returns_every_stable_key_once() {
         let mut ix = DbIndex::default();
         for i in 0..100 {
-            ix.insert(format!("k{i}").as_bytes(), t(&["a"]), NO_EXPIRE);
+            ix.insert(
+                format!("k{i}").as_bytes(),
+                Space::Tags,
+                t(&["a"]),
+                NO_EXPIRE,
+            );
         }
         let mut seen = Vec::new();
         let mut cursor = 0;
@@ -324,7 +413,12 @@ mod tests {
             round += 1;
             let victim = format!("k{}", 99 - round);
             ix.remove(victim.as_bytes(), t(&["a"]));
-            ix.insert(format!("n{round}").as_bytes(), t(&["a"]), NO_EXPIRE);
+            ix.insert(
+                format!("n{round}").as_bytes(),
+                Space::Tags,
+                t(&["a"]),
+                NO_EXPIRE,
+            );
             if next == 0 {
                 break;
             }
@@ -343,7 +437,7 @@ mod tests {
     fn prefix_lookup_is_ordered_and_exact() {
         let mut ix = DbIndex::default();
         for k in [&b"p:1"[..], b"p:2", b"p", b"q:1", b"p:\xff", b"p\xff"] {
-            ix.insert(k, t(&[]), NO_EXPIRE);
+            ix.insert(k, Space::Tags, t(&[]), NO_EXPIRE);
         }
         let got: Vec<Vec<u8>> = ix
             .keys_with_prefix(b"p:")

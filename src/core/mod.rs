@@ -3,6 +3,8 @@
 //! `redis_module`, so `cargo test` covers it with the system allocator.
 
 pub mod entry;
+pub mod gate;
 pub mod index;
 pub mod options;
+pub mod perm;
 pub mod verify;

@@ -51,11 +51,13 @@ pub enum Condition {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SetOptions<'a> {
     pub condition: Condition,
+    /// `GATE name`: the value must pass this quality gate.
+    pub gate: Option<&'a [u8]>,
     pub tags: Vec<&'a [u8]>,
 }
 
-/// The options after `key value ttl`: `[NX | XX] [TAGS tag [tag ...]]`, keywords
-/// case-insensitive, TAGS last. Options of later features are unknown here.
+/// The options after `key value ttl`: `[NX | XX] [GATE name] [TAGS tag [tag ...]]`,
+/// keywords case-insensitive, TAGS last. Options of later features are unknown here.
 pub fn parse_set_options<'a>(args: &[&'a [u8]]) -> Result<SetOptions<'a>, ArgError> {
     let mut opts = SetOptions::default();
     let mut i = 0;
@@ -70,6 +72,12 @@ pub fn parse_set_options<'a>(args: &[&'a [u8]]) -> Result<SetOptions<'a>, ArgErr
             } else {
                 Condition::Xx
             };
+        } else if word.eq_ignore_ascii_case(b"GATE") {
+            let name = args.get(i + 1).ok_or(ArgError::Syntax)?;
+            if opts.gate.replace(name).is_some() {
+                return Err(ArgError::Syntax);
+            }
+            i += 1;
         } else if word.eq_ignore_ascii_case(b"TAGS") {
             let tags = &args[i + 1..];
             if tags.is_empty() {
@@ -175,13 +183,17 @@ mod tests {
         );
         assert_eq!(opts(&[]).unwrap(), SetOptions::default());
         assert_eq!(opts(&["XX"]).unwrap().condition, Condition::Xx);
+        let o = opts(&["gate", "report", "XX", "TAGS", "t"]).unwrap();
+        assert_eq!(o.gate, Some(&b"report"[..]));
+        assert_eq!(o.condition, Condition::Xx);
     }
 
     #[test]
     fn set_options_refuse_repeats_conflicts_unknowns() {
         assert_eq!(opts(&["NX", "NX"]), Err(ArgError::Syntax));
         assert_eq!(opts(&["NX", "XX"]), Err(ArgError::Syntax));
-        assert_eq!(opts(&["GATE", "report"]), Err(ArgError::Syntax));
+        assert_eq!(opts(&["GATE"]), Err(ArgError::Syntax));
+        assert_eq!(opts(&["GATE", "a", "GATE", "b"]), Err(ArgError::Syntax));
         assert_eq!(opts(&["LEASE", "t"]), Err(ArgError::Syntax));
         assert_eq!(opts(&["SWR", "10"]), Err(ArgError::Syntax));
         assert_eq!(opts(&["TAGS"]), Err(ArgError::EmptyTags));

@@ -4,12 +4,14 @@
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
 use crate::api;
 use crate::core::entry::{decode, encode, Entry};
+use crate::gates;
 use crate::guard;
 use crate::indexes;
 use crate::seq;
@@ -30,9 +32,9 @@ pub static ENTRY_TYPE: RedisType = RedisType::new(
         mem_usage: Some(mem_usage),
         digest: Some(digest),
         free: Some(free),
-        aux_load: None,
-        aux_save: None,
-        aux_save_triggers: 0,
+        aux_load: Some(aux_load),
+        aux_save: Some(aux_save),
+        aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as c_int,
         free_effort: None,
         unlink: None,
         copy: Some(copy),
@@ -94,6 +96,13 @@ extern "C" fn aof_rewrite(
     value: *mut c_void,
 ) {
     guard::callback((), || {
+        // Gates are module-global: the first entry of a rewrite carries them
+        // (the rewrite runs in a fresh child, so the flag starts false there).
+        if !GATES_EMITTED.swap(true, Ordering::Relaxed) {
+            for (name, schema, prefix) in gates::snapshot() {
+                api::emit_aof_gate(aof, &name, &schema, prefix.as_deref());
+            }
+        }
         // SAFETY: Redis passes a value of this type.
         if let Some(e) = unsafe { entry(value) } {
             // Redis appends PEXPIREAT for keys with an expiry after this.
@@ -149,6 +158,64 @@ extern "C" fn copy(
             Some(e) => Box::into_raw(Box::new(e.clone())).cast(),
             None => ptr::null_mut(),
         }
+    })
+}
+
+/// Set in an AOF-rewrite child once the gates are written.
+static GATES_EMITTED: AtomicBool = AtomicBool::new(false);
+
+/// Gates travel in the RDB as aux data: `[count]` then per gate
+/// `[name][schema][has_prefix][prefix]`.
+extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
+    guard::callback((), || {
+        let all = gates::snapshot();
+        raw::save_unsigned(rdb, all.len() as u64);
+        for (name, schema, prefix) in all {
+            raw::save_slice(rdb, &name);
+            raw::save_slice(rdb, &schema);
+            raw::save_unsigned(rdb, prefix.is_some().into());
+            raw::save_slice(rdb, prefix.as_deref().unwrap_or_default());
+        }
+    })
+}
+
+extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int) -> c_int {
+    const ERR: c_int = raw::REDISMODULE_ERR as c_int;
+    guard::callback(ERR, || {
+        if encver != ENCVER {
+            api::log_io_warning(
+                rdb,
+                &format!("tcache: cannot load gates of encoding {encver}"),
+            );
+            return ERR;
+        }
+        let read =
+            || -> Result<Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)>, redis_module::error::Error> {
+                let n = raw::load_unsigned(rdb)?;
+                let mut out = Vec::new();
+                for _ in 0..n {
+                    let name = raw::load_string_buffer(rdb)?.as_ref().to_vec();
+                    let schema = raw::load_string_buffer(rdb)?.as_ref().to_vec();
+                    let has_prefix = raw::load_unsigned(rdb)? != 0;
+                    let prefix = raw::load_string_buffer(rdb)?.as_ref().to_vec();
+                    out.push((name, schema, has_prefix.then_some(prefix)));
+                }
+                Ok(out)
+            };
+        let Ok(list) = read() else {
+            return ERR;
+        };
+        let refused = gates::replace_all(list);
+        for (name, why) in refused {
+            api::log_io_warning(
+                rdb,
+                &format!(
+                    "tcache: gate '{}' not loaded: {why}",
+                    String::from_utf8_lossy(&name)
+                ),
+            );
+        }
+        raw::REDISMODULE_OK as c_int
     })
 }
 

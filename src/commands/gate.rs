@@ -1,0 +1,103 @@
+//! TCACHE.GATE.SET / GET / DEL / LIST / CHECK: quality gates.
+
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+
+use crate::core::gate::Gate;
+use crate::errors;
+use crate::gates::{self, Registered, BUILTIN};
+
+fn builtin_refused(name: &[u8]) -> Option<RedisError> {
+    BUILTIN.contains(&name).then(|| {
+        RedisError::String(format!(
+            "ERR gate '{}' is built in and cannot be changed",
+            String::from_utf8_lossy(name)
+        ))
+    })
+}
+
+/// TCACHE.GATE.SET name schema [PREFIX prefix]
+pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 3 && args.len() != 5 {
+        return Err(RedisError::WrongArity);
+    }
+    let name = args[1].as_slice();
+    let prefix = match args.get(3) {
+        Some(word) if word.as_slice().eq_ignore_ascii_case(b"PREFIX") => {
+            args.get(4).map(|p| p.as_slice().to_vec())
+        }
+        Some(_) => return Err(RedisError::Str(errors::SYNTAX)),
+        None => None,
+    };
+    if let Some(e) = builtin_refused(name) {
+        return Err(e);
+    }
+    let gate = Gate::compile(name, args[2].as_slice())
+        .map_err(|e| RedisError::String(format!("ERR invalid schema: {e}")))?;
+    gates::install(name.to_vec(), gate, prefix);
+    ctx.replicate_verbatim();
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// TCACHE.GATE.GET name
+pub fn get(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    Ok(gates::lock()
+        .get(args[1].as_slice())
+        .map_or(RedisValue::Null, |g| {
+            RedisValue::StringBuffer(g.gate.schema().to_vec())
+        }))
+}
+
+/// TCACHE.GATE.DEL name
+pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let removed = gates::lock().remove(args[1].as_slice()).is_some();
+    if removed {
+        ctx.replicate_verbatim();
+    }
+    Ok(RedisValue::Integer(removed.into()))
+}
+
+/// TCACHE.GATE.LIST
+pub fn list(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 1 {
+        return Err(RedisError::WrongArity);
+    }
+    Ok(RedisValue::Array(
+        gates::lock()
+            .keys()
+            .map(|n| RedisValue::StringBuffer(n.clone()))
+            .collect(),
+    ))
+}
+
+/// TCACHE.GATE.CHECK name value
+pub fn check(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 3 {
+        return Err(RedisError::WrongArity);
+    }
+    gates::dry_run(args[1].as_slice(), args[2].as_slice())?;
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// The per-gate counters, for TCACHE.STATS.
+pub fn counters() -> Vec<(Vec<u8>, u64, u64, String)> {
+    gates::lock()
+        .iter()
+        .map(
+            |(
+                n,
+                Registered {
+                    checked,
+                    rejected,
+                    last_rejection,
+                    ..
+                },
+            )| { (n.clone(), *checked, *rejected, last_rejection.clone()) },
+        )
+        .collect()
+}

@@ -1,0 +1,134 @@
+//! The permission cache: PERM.SET / GET / CHECK / INVALUSER / INVALROLE / INVALALL.
+//! A permission entry is a tcache entry whose roles are indexed apart from tags.
+
+use std::ffi::c_long;
+
+use redis_module::key::RedisKey;
+use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
+
+use super::cache::{delete_entry, reply_value, write_entry};
+use super::inval::{delete_all, publish};
+use super::{slot, Slot};
+use crate::api;
+use crate::config;
+use crate::core::entry::{Entry, Kind};
+use crate::core::index::Space;
+use crate::core::options::{check_limits, parse_in_range, Condition, TTL_MAX, TTL_MIN};
+use crate::core::perm;
+use crate::errors;
+use crate::indexes;
+use crate::seq;
+use crate::stats;
+
+/// The permission entry of `key`: `None` when missing, WRONGTYPE when the key
+/// holds anything else (another type, or a plain cache entry).
+fn perm_entry(key: &RedisKey) -> Result<Option<&Entry>, RedisError> {
+    match slot(key) {
+        Slot::Entry(e) if e.kind == Kind::Perm => Ok(Some(e)),
+        Slot::Missing => Ok(None),
+        _ => Err(errors::wrongtype()),
+    }
+}
+
+/// PERM.SET key json [ttl]
+pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 3 && args.len() != 4 {
+        return Err(RedisError::WrongArity);
+    }
+    let ttl_s = match args.get(3) {
+        Some(t) => parse_in_range(t.as_slice(), TTL_MIN, TTL_MAX).map_err(errors::arg)?,
+        None => config::perm_ttl(),
+    };
+    let json = args[2].as_slice();
+    let shape = perm::parse(json).map_err(|r| RedisError::String(format!("GATE perm: {r}")))?;
+    let roles: Vec<&[u8]> = shape.roles.iter().collect();
+    check_limits(&config::limits(), json.len(), &roles, shape.role_count).map_err(errors::arg)?;
+    let entry = Entry::new_perm(json, shape.roles.clone(), shape.perms, seq::next());
+    write_entry(ctx, &args[1], entry, ttl_s * 1000, Condition::Always)
+}
+
+/// PERM.GET key
+pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let key = ctx.open_key(&args[1]);
+    match perm_entry(&key)? {
+        Some(e) => {
+            stats::PERM_HITS.incr();
+            reply_value(ctx, e);
+            Ok(RedisValue::NoReply)
+        }
+        None => {
+            stats::PERM_MISSES.incr();
+            Ok(RedisValue::Null)
+        }
+    }
+}
+
+/// PERM.CHECK key permission [permission ...]
+pub fn check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let key = ctx.open_key(&args[1]);
+    let Some(e) = perm_entry(&key)? else {
+        // Not cached is never reported as denied: the caller asks its database.
+        stats::PERM_MISSES.incr();
+        return Ok(RedisValue::Null);
+    };
+    stats::PERM_HITS.incr();
+    let asked = &args[2..];
+    if asked.len() == 1 {
+        raw::reply_with_long_long(ctx.ctx, perm::granted(&e.perms, asked[0].as_slice()).into());
+    } else {
+        raw::reply_with_array(ctx.ctx, asked.len() as c_long);
+        for p in asked {
+            raw::reply_with_long_long(ctx.ctx, perm::granted(&e.perms, p.as_slice()).into());
+        }
+    }
+    Ok(RedisValue::NoReply)
+}
+
+/// PERM.INVALUSER key [key ...]
+pub fn invaluser(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    for name in &args[1..] {
+        perm_entry(&ctx.open_key(name))?;
+    }
+    let mut deleted = Vec::new();
+    for name in &args[1..] {
+        if delete_entry(ctx, name)? {
+            deleted.push(name.safe_clone(ctx));
+        }
+    }
+    api::replicate_del(ctx, &deleted);
+    Ok(RedisValue::Integer(deleted.len() as i64))
+}
+
+/// PERM.INVALROLE role [role ...]
+pub fn invalrole(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let roles: Vec<&[u8]> = args[1..].iter().map(|a| a.as_slice()).collect();
+    let db = api::selected_db(ctx);
+    let keys = indexes::with_db(db, |ix| ix.keys_with_any(Space::Roles, &roles))
+        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    let reply = delete_all(ctx, &keys)?;
+    publish(ctx, b"role:", &roles);
+    Ok(reply)
+}
+
+/// PERM.INVALALL
+pub fn invalall(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 1 {
+        return Err(RedisError::WrongArity);
+    }
+    let db = api::selected_db(ctx);
+    let keys = indexes::with_db(db, |ix| ix.keys_in_space(Space::Roles))
+        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    delete_all(ctx, &keys)
+}

@@ -1,0 +1,111 @@
+//! Permission entries: the JSON shape `{"roles": [string...], "permissions":
+//! [string...]}` (other fields allowed and kept), and permission matching.
+//!
+//! A permission is granted by an exact match, or by a stored permission ending
+//! in `:*` whose part before `*` starts the asked one: `users:*` grants
+//! `users:write` and `users:a:b`, but not `users` itself.
+
+use serde_json::Value;
+
+use crate::core::entry::TagList;
+
+/// The roles and permissions of a permission entry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PermShape {
+    pub roles: TagList,
+    pub perms: TagList,
+    /// How many roles, after folding duplicates.
+    pub role_count: usize,
+}
+
+fn strings<'a>(
+    doc: &'a serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<Vec<&'a [u8]>, String> {
+    match doc.get(field) {
+        None => Err(format!("/{field}: required field missing")),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.as_bytes()),
+                _ => Err(format!("/{field}/{i}: must be a string")),
+            })
+            .collect(),
+        Some(_) => Err(format!("/{field}: must be an array of strings")),
+    }
+}
+
+/// Validates the JSON shape; the error is the reason for `GATE perm: <reason>`.
+pub fn parse(json: &[u8]) -> Result<PermShape, String> {
+    let doc: Value = serde_json::from_slice(json).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(doc) = doc else {
+        return Err("/: must be an object with roles and permissions".into());
+    };
+    let roles = strings(&doc, "roles")?;
+    let perms = strings(&doc, "permissions")?;
+    let roles = TagList::new(roles);
+    let role_count = roles.count();
+    Ok(PermShape {
+        roles,
+        perms: TagList::new(perms),
+        role_count,
+    })
+}
+
+/// Whether `stored` grants `asked`.
+pub fn granted(stored: &TagList, asked: &[u8]) -> bool {
+    stored.iter().any(|p| {
+        p == asked
+            || p.strip_suffix(b"*")
+                .is_some_and(|stem| stem.ends_with(b":") && asked.starts_with(stem))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_is_validated_with_a_reason() {
+        let ok =
+            parse(br#"{"roles":["admin","ops","admin"],"permissions":["users:*"],"name":"x"}"#)
+                .unwrap();
+        assert_eq!(ok.role_count, 2);
+        for (json, reason) in [
+            (&b"nope"[..], "invalid JSON"),
+            (b"[1]", "/: must be an object"),
+            (br#"{"permissions":[]}"#, "/roles: required"),
+            (
+                br#"{"roles":[],"permissions":"x"}"#,
+                "/permissions: must be an array",
+            ),
+            (
+                br#"{"roles":[1],"permissions":[]}"#,
+                "/roles/0: must be a string",
+            ),
+            (b"\xff", "invalid JSON"),
+            (br#"{"roles":[],"permissions":[NaN]}"#, "invalid JSON"),
+        ] {
+            let e = parse(json).unwrap_err();
+            assert!(e.starts_with(reason), "{e}");
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(parse(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn exact_and_wildcard_grants() {
+        let p = parse(br#"{"roles":[],"permissions":["users:*","reports:read","*","admin*"]}"#)
+            .unwrap()
+            .perms;
+        assert!(granted(&p, b"users:write"));
+        assert!(granted(&p, b"users:a:b"));
+        assert!(!granted(&p, b"users"));
+        assert!(granted(&p, b"reports:read"));
+        assert!(!granted(&p, b"reports:write"));
+        assert!(!granted(&p, b"adminx"), "only ':*' is a wildcard");
+        assert!(granted(&p, b"*"), "a literal '*' matches itself only");
+        assert!(!granted(&p, b"anything"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The registry of quality gates: named, compiled JSON Schemas, optionally
+//! bound to a key prefix, with per-gate counters. Module-global (gates are not
+//! per database), main-thread only, persisted as RDB aux data and replicated as
+//! the commands that change them.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use redis_module::RedisError;
+
+use crate::core::gate::{check_json, Gate};
+use crate::core::perm;
+
+/// The built-in gates, always present, never replaced.
+pub const BUILTIN: [&[u8]; 2] = [b"json", b"perm"];
+
+pub struct Registered {
+    pub gate: Gate,
+    pub prefix: Option<Vec<u8>>,
+    pub checked: u64,
+    pub rejected: u64,
+    pub last_rejection: String,
+}
+
+static GATES: Mutex<BTreeMap<Vec<u8>, Registered>> = Mutex::new(BTreeMap::new());
+
+pub fn lock() -> MutexGuard<'static, BTreeMap<Vec<u8>, Registered>> {
+    GATES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `GATE <name>: <where>: <why>`.
+fn rejection(name: &[u8], why: impl std::fmt::Display) -> RedisError {
+    RedisError::String(format!("GATE {}: {why}", show(name)))
+}
+
+/// Adds or replaces a gate (its counters start again).
+pub fn install(name: Vec<u8>, gate: Gate, prefix: Option<Vec<u8>>) {
+    lock().insert(
+        name,
+        Registered {
+            gate,
+            prefix,
+            checked: 0,
+            rejected: 0,
+            last_rejection: String::new(),
+        },
+    );
+}
+
+/// Checks `value` against gate `name` (built-in or registered) and counts it.
+pub fn check(name: &[u8], value: &[u8]) -> Result<(), RedisError> {
+    run(name, value, true)
+}
+
+/// Like `check`, counting nothing: TCACHE.GATE.CHECK.
+pub fn dry_run(name: &[u8], value: &[u8]) -> Result<(), RedisError> {
+    run(name, value, false)
+}
+
+fn run(name: &[u8], value: &[u8], count: bool) -> Result<(), RedisError> {
+    let builtin = match name {
+        b"json" => Some(check_json(value).map_err(|r| r.to_string())),
+        b"perm" => Some(perm::parse(value).map(|_| ())),
+        _ => None,
+    };
+    if let Some(verdict) = builtin {
+        if verdict.is_err() && count {
+            crate::stats::GATE_REJECTIONS.incr();
+        }
+        return verdict.map_err(|r| rejection(name, r));
+    }
+    let mut gates = lock();
+    let g = gates
+        .get_mut(name)
+        .ok_or_else(|| RedisError::String(format!("ERR no such gate '{}'", show(name))))?;
+    let verdict = g.gate.check(value);
+    if count {
+        g.checked += 1;
+        if let Err(r) = &verdict {
+            g.rejected += 1;
+            g.last_rejection = r.to_string();
+            crate::stats::GATE_REJECTIONS.incr();
+        }
+    }
+    verdict.map_err(|r| rejection(name, r))
+}
+
+/// The gate bound to the longest prefix of `key`, if any.
+fn prefix_gate(key: &[u8]) -> Option<Vec<u8>> {
+    lock()
+        .iter()
+        .filter_map(|(name, g)| g.prefix.as_deref().map(|p| (name, p)))
+        .filter(|(_, p)| key.starts_with(p))
+        .max_by_key(|(_, p)| p.len())
+        .map(|(name, _)| name.clone())
+}
+
+/// The checks of a TCACHE.SET: the gate named with `GATE`, and the gate bound to
+/// the most specific prefix of the key (which no client can skip).
+pub fn check_for_set(key: &[u8], named: Option<&[u8]>, value: &[u8]) -> Result<(), RedisError> {
+    let bound = prefix_gate(key);
+    if let Some(name) = named {
+        check(name, value)?;
+    }
+    match bound {
+        Some(b) if Some(&b[..]) != named => check(&b, value),
+        _ => Ok(()),
+    }
+}
+
+/// Every registered gate as (name, schema, prefix), for persistence.
+pub fn snapshot() -> Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)> {
+    lock()
+        .iter()
+        .map(|(n, g)| (n.clone(), g.gate.schema().to_vec(), g.prefix.clone()))
+        .collect()
+}
+
+/// Replaces every gate with `list` (an RDB load); returns the gates whose schema
+/// no longer compiles, with the reason.
+pub fn replace_all(list: Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)>) -> Vec<(Vec<u8>, String)> {
+    let mut refused = Vec::new();
+    let mut fresh = BTreeMap::new();
+    for (name, schema, prefix) in list {
+        match Gate::compile(&name, &schema) {
+            Ok(gate) => {
+                fresh.insert(
+                    name,
+                    Registered {
+                        gate,
+                        prefix,
+                        checked: 0,
+                        rejected: 0,
+                        last_rejection: String::new(),
+                    },
+                );
+            }
+            Err(e) => refused.push((name, e.to_string())),
+        }
+    }
+    *lock() = fresh;
+    refused
+}
