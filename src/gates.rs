@@ -112,20 +112,36 @@ pub fn check_for_set(key: &[u8], named: Option<&[u8]>, value: &[u8]) -> Result<(
     }
 }
 
-/// Every registered gate as (name, schema, prefix), for persistence.
-pub fn snapshot() -> Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)> {
+/// A gate as it is persisted: what `TCACHE.GATE.SET` was given.
+pub struct GateDef {
+    pub name: Vec<u8>,
+    pub schema: Vec<u8>,
+    pub prefix: Option<Vec<u8>>,
+}
+
+/// Every registered gate, for persistence.
+pub fn snapshot() -> Vec<GateDef> {
     lock()
         .iter()
-        .map(|(n, g)| (n.clone(), g.gate.schema().to_vec(), g.prefix.clone()))
+        .map(|(n, g)| GateDef {
+            name: n.clone(),
+            schema: g.gate.schema().to_vec(),
+            prefix: g.prefix.clone(),
+        })
         .collect()
 }
 
 /// Replaces every gate with `list` (an RDB load); returns the gates whose schema
 /// no longer compiles, with the reason.
-pub fn replace_all(list: Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)>) -> Vec<(Vec<u8>, String)> {
+pub fn replace_all(list: Vec<GateDef>) -> Vec<(Vec<u8>, String)> {
     let mut refused = Vec::new();
     let mut fresh = BTreeMap::new();
-    for (name, schema, prefix) in list {
+    for GateDef {
+        name,
+        schema,
+        prefix,
+    } in list
+    {
         match Gate::compile(&name, &schema) {
             Ok(gate) => {
                 fresh.insert(

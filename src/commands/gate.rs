@@ -32,7 +32,7 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(e);
     }
     let gate = Gate::compile(name, args[2].as_slice())
-        .map_err(|e| RedisError::String(format!("ERR invalid schema: {e}")))?;
+        .map_err(|e| RedisError::String(format!("ERR {e}")))?;
     gates::install(name.to_vec(), gate, prefix);
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))

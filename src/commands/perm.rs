@@ -40,7 +40,10 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         None => config::perm_ttl(),
     };
     let json = args[2].as_slice();
-    let shape = perm::parse(json).map_err(|r| RedisError::String(format!("GATE perm: {r}")))?;
+    let shape = perm::parse(json).map_err(|r| {
+        stats::GATE_REJECTIONS.incr();
+        RedisError::String(format!("GATE perm: {r}"))
+    })?;
     let roles: Vec<&[u8]> = shape.roles.iter().collect();
     check_limits(&config::limits(), json.len(), &roles, shape.role_count).map_err(errors::arg)?;
     let entry = Entry::new_perm(json, shape.roles.clone(), shape.perms, seq::next());

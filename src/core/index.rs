@@ -361,7 +361,7 @@ mod tests {
         assert!(ix.remove(b"perm:1", t(&["admin"])));
         assert!(ix.keys_with_any(Space::Roles, &[b"admin"]).is_empty());
         assert_eq!(ix.tag_card(b"admin", 0), 1);
-        assert_eq!(ix.heap_bytes() > 0, true);
+        assert!(ix.heap_bytes() > 0);
         assert!(ix.remove(b"page", t(&["admin"])));
         assert_eq!(ix.heap_bytes(), 0);
     }

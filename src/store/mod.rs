@@ -11,7 +11,7 @@ use redis_module::raw;
 
 use crate::api;
 use crate::core::entry::{decode, encode, Entry};
-use crate::gates;
+use crate::gates::{self, GateDef};
 use crate::guard;
 use crate::indexes;
 use crate::seq;
@@ -99,8 +99,8 @@ extern "C" fn aof_rewrite(
         // Gates are module-global: the first entry of a rewrite carries them
         // (the rewrite runs in a fresh child, so the flag starts false there).
         if !GATES_EMITTED.swap(true, Ordering::Relaxed) {
-            for (name, schema, prefix) in gates::snapshot() {
-                api::emit_aof_gate(aof, &name, &schema, prefix.as_deref());
+            for g in gates::snapshot() {
+                api::emit_aof_gate(aof, &g.name, &g.schema, g.prefix.as_deref());
             }
         }
         // SAFETY: Redis passes a value of this type.
@@ -170,11 +170,11 @@ extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
     guard::callback((), || {
         let all = gates::snapshot();
         raw::save_unsigned(rdb, all.len() as u64);
-        for (name, schema, prefix) in all {
-            raw::save_slice(rdb, &name);
-            raw::save_slice(rdb, &schema);
-            raw::save_unsigned(rdb, prefix.is_some().into());
-            raw::save_slice(rdb, prefix.as_deref().unwrap_or_default());
+        for g in all {
+            raw::save_slice(rdb, &g.name);
+            raw::save_slice(rdb, &g.schema);
+            raw::save_unsigned(rdb, g.prefix.is_some().into());
+            raw::save_slice(rdb, g.prefix.as_deref().unwrap_or_default());
         }
     })
 }
@@ -189,19 +189,22 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int
             );
             return ERR;
         }
-        let read =
-            || -> Result<Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)>, redis_module::error::Error> {
-                let n = raw::load_unsigned(rdb)?;
-                let mut out = Vec::new();
-                for _ in 0..n {
-                    let name = raw::load_string_buffer(rdb)?.as_ref().to_vec();
-                    let schema = raw::load_string_buffer(rdb)?.as_ref().to_vec();
-                    let has_prefix = raw::load_unsigned(rdb)? != 0;
-                    let prefix = raw::load_string_buffer(rdb)?.as_ref().to_vec();
-                    out.push((name, schema, has_prefix.then_some(prefix)));
-                }
-                Ok(out)
-            };
+        let read = || -> Result<Vec<GateDef>, redis_module::error::Error> {
+            let n = raw::load_unsigned(rdb)?;
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let name = raw::load_string_buffer(rdb)?.as_ref().to_vec();
+                let schema = raw::load_string_buffer(rdb)?.as_ref().to_vec();
+                let has_prefix = raw::load_unsigned(rdb)? != 0;
+                let prefix = raw::load_string_buffer(rdb)?.as_ref().to_vec();
+                out.push(GateDef {
+                    name,
+                    schema,
+                    prefix: has_prefix.then_some(prefix),
+                });
+            }
+            Ok(out)
+        };
         let Ok(list) = read() else {
             return ERR;
         };
