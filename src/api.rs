@@ -66,18 +66,33 @@ impl PeekKey {
         }
     }
 
-    /// Absolute expiry in unix ms, or `NO_EXPIRE`.
+    /// Absolute expiry in unix ms, or `NO_EXPIRE`. Exact where the server can
+    /// tell it (GetAbsExpire, Redis 7.2+ and Valkey); on Redis 7.0 derived from
+    /// the remaining time, an already-passed expiry counting as passed.
     pub fn expire_at(&self) -> i64 {
         if self.0.is_null() {
             return NO_EXPIRE;
         }
+        if let Some(at) = self.exact_expire_at() {
+            return at;
+        }
         // SAFETY: `self.0` is an open key.
         let rem = unsafe { raw::RedisModule_GetExpire.map_or(-1, |f| f(self.0)) };
-        if rem < 0 {
-            NO_EXPIRE
-        } else {
-            now_ms() + rem
+        match rem {
+            r if r < 0 => NO_EXPIRE,
+            0 => now_ms() - 1,
+            r => now_ms() + r,
         }
+    }
+
+    /// The stored absolute expiry, when the server offers GetAbsExpire.
+    pub fn exact_expire_at(&self) -> Option<i64> {
+        if self.0.is_null() {
+            return None;
+        }
+        // SAFETY: `self.0` is an open key; GetAbsExpire only reads it.
+        let at = unsafe { raw::RedisModule_GetAbsExpire.map(|f| f(self.0))? };
+        Some(if at < 0 { NO_EXPIRE } else { at })
     }
 }
 

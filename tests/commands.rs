@@ -486,3 +486,27 @@ fn apply_is_refused_from_clients() {
         "ERR TCACHE.APPLY is reserved for replication and AOF loading",
     );
 }
+
+#[test]
+fn refused_writes_do_not_touch_watched_keys() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let mut other = s.conn();
+    set(&mut c, "k", "v", 100, &["t"]);
+    for refused in [
+        &["TCACHE.SET", "k", "w", "100", "NX"][..],
+        &["TCACHE.SET", "missing", "w", "100", "XX"],
+        &["TCACHE.DEL", "missing"],
+    ] {
+        assert!(c.q(&["WATCH", "k", "missing"]).is_ok());
+        let r = other.q(refused);
+        assert!(r.is_nil() || r.as_int() == 0, "{refused:?} -> {r:?}");
+        assert!(c.q(&["MULTI"]).is_ok());
+        c.q(&["PING"]);
+        let exec = c.q(&["EXEC"]);
+        assert!(
+            !exec.is_nil(),
+            "{refused:?} aborted a transaction watching its key"
+        );
+    }
+}

@@ -47,30 +47,41 @@ pub fn write_entry(
     ttl_ms: i64,
     condition: Condition,
 ) -> RedisResult {
+    if condition != Condition::Always {
+        // Decide on a read-only look: a write refused by NX/XX must not count as
+        // a modification for WATCH or client tracking.
+        let exists = match slot(&ctx.open_key(name)) {
+            Slot::Entry(_) => true,
+            Slot::Missing => false,
+            Slot::Other => return Err(errors::wrongtype()),
+        };
+        if exists == (condition == Condition::Nx) {
+            return Ok(RedisValue::Null);
+        }
+    }
     let key = ctx.open_key_writable(name);
-    let exists = match slot_mut(&key) {
-        Slot::Entry(_) => true,
-        Slot::Missing => false,
-        Slot::Other => return Err(errors::wrongtype()),
-    };
-    match condition {
-        Condition::Nx if exists => return Ok(RedisValue::Null),
-        Condition::Xx if !exists => return Ok(RedisValue::Null),
-        _ => {}
+    if let Slot::Other = slot_mut(&key) {
+        return Err(errors::wrongtype());
     }
     let blob = encode(&entry);
     // Overwriting runs the unlink hook, which takes the old entry out of the index.
     key.set_value(&ENTRY_TYPE, entry)?;
-    let expire_at = api::now_ms() + ttl_ms;
     key.set_expire(Duration::from_millis(ttl_ms as u64))?;
+    drop(key);
+    // Replicas and the index get the expiry exactly as stored where the server
+    // can say it (Valkey, Redis 7.2+), else the same computation Redis 7.0 did.
+    let stored = api::PeekKey::open(ctx, name);
+    let expire_at = stored
+        .exact_expire_at()
+        .unwrap_or_else(|| api::now_ms() + ttl_ms);
     let db = api::selected_db(ctx);
-    if let Slot::Entry(e) = slot_mut(&key) {
+    if let Some(e) = stored.entry() {
         indexes::with_db(db, |ix| {
             ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire_at)
         })
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
     }
-    drop(key);
+    drop(stored);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "tcache.set", name);
     api::replicate_apply(ctx, name, &blob, Some(expire_at));
     stats::SETS.incr();
@@ -147,6 +158,10 @@ pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// Deletes `name` if it is a live entry and fires `del`; true when deleted.
 /// The index follows through the unlink hook.
 pub fn delete_entry(ctx: &Context, name: &RedisString) -> Result<bool, RedisError> {
+    // Look first: opening a missing key for writing would count as modifying it.
+    if !matches!(slot(&ctx.open_key(name)), Slot::Entry(_)) {
+        return Ok(false);
+    }
     let key = ctx.open_key_writable(name);
     if !matches!(slot_mut(&key), Slot::Entry(_)) {
         return Ok(false);
