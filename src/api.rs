@@ -132,11 +132,19 @@ impl Caller {
 
     /// Whether this user may delete `key`.
     pub fn may_delete(&self, key: &RedisString) -> bool {
+        self.may(key, raw::REDISMODULE_CMD_KEY_DELETE)
+    }
+
+    /// Whether this user may modify `key`.
+    pub fn may_update(&self, key: &RedisString) -> bool {
+        self.may(key, raw::REDISMODULE_CMD_KEY_UPDATE)
+    }
+
+    fn may(&self, key: &RedisString, flag: u32) -> bool {
         // SAFETY: `self.0` is a valid user until Drop; `key.inner` is a live string.
         unsafe {
             raw::RedisModule_ACLCheckKeyPermissions.is_some_and(|f| {
-                f(self.0, key.inner, raw::REDISMODULE_CMD_KEY_DELETE as c_int)
-                    == raw::REDISMODULE_OK as c_int
+                f(self.0, key.inner, flag as c_int) == raw::REDISMODULE_OK as c_int
             })
         }
     }

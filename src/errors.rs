@@ -12,6 +12,8 @@ pub const INTERNAL: &str = "ERR internal error";
 pub const INDEX_BUSY: &str = "ERR internal error: index busy";
 pub const NOPERM_DELETE: &str =
     "NOPERM this user has no permissions to delete one or more of the entries reached";
+pub const NOPERM_UPDATE: &str =
+    "NOPERM this user has no permissions to modify one or more of the entries reached";
 pub const APPLY_RESERVED: &str = "ERR TCACHE.APPLY is reserved for replication and AOF loading";
 
 pub fn wrongtype() -> RedisError {

@@ -12,6 +12,7 @@ use redis_module::{raw, Context};
 use crate::api::{self, PeekKey};
 use crate::guard;
 use crate::indexes;
+use crate::leases;
 
 /// Subscribes to everything the indexes depend on.
 pub fn subscribe(ctx: &Context) -> Result<(), &'static str> {
@@ -64,6 +65,7 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
         indexes::with_db(db, |ix| {
             ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire)
         });
+        leases::revoke(db, name.as_slice());
     }
 }
 
@@ -102,8 +104,12 @@ extern "C" fn on_server_event(
             raw::REDISMODULE_EVENT_FLUSHDB if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_END => {
                 // FlushInfo is {version, sync, dbnum}: the db is the second i32.
                 indexes::clear(info.second);
+                leases::clear(info.second);
             }
-            raw::REDISMODULE_EVENT_SWAPDB => indexes::swap(info.first, info.second),
+            raw::REDISMODULE_EVENT_SWAPDB => {
+                indexes::swap(info.first, info.second);
+                leases::swap(info.first, info.second);
+            }
             _ => {}
         }
     })

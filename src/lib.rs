@@ -5,6 +5,7 @@
 //! the configs, and the start-up hook.
 
 mod api;
+mod blocking;
 mod commands;
 mod config;
 mod core;
@@ -13,6 +14,7 @@ mod events;
 mod gates;
 mod guard;
 mod indexes;
+mod leases;
 mod seq;
 mod stats;
 mod store;
@@ -20,7 +22,7 @@ mod store;
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{raw, redis_module, Context, RedisString, Status};
 
-use commands::{admin, cache, gate, inval, perm, query};
+use commands::{admin, cache, fetch, gate, inval, perm, query};
 use config::{
     INVALIDATION_CHANNEL, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG, MAX_VALUE_BYTES_CFG, PERM_TTL_CFG,
 };
@@ -60,7 +62,7 @@ redis_module! {
     data_types: [ENTRY_TYPE],
     init: init,
     commands: [
-        // TCACHE.SET key value ttl [NX | XX] [GATE name] [TAGS tag [tag ...]]
+        // TCACHE.SET key value ttl [NX | XX] [GATE name] [LEASE token] [SWR seconds] [TAGS tag [tag ...]]
         ["tcache.set", guarded!(cache::set), "write deny-oom", 1, 1, 1, ""],
         // TCACHE.GET key
         ["tcache.get", guarded!(cache::get), "readonly fast", 1, 1, 1, ""],
@@ -84,6 +86,10 @@ redis_module! {
         ["tcache.stats", guarded!(admin::stats), "readonly fast", 0, 0, 0, ""],
         // TCACHE.APPLY key serialized-entry (replication and AOF only)
         ["tcache.apply", guarded!(cache::apply), "write", 1, 1, 1, ""],
+        // TCACHE.FETCH key lease-ms [WAIT timeout-ms]
+        ["tcache.fetch", guarded!(fetch::fetch), "write", 1, 1, 1, ""],
+        // TCACHE.STALETAG tag [tag ...]
+        ["tcache.staletag", guarded!(fetch::staletag), "write", 0, 0, 0, ""],
         // TCACHE.GATE.SET name schema [PREFIX prefix]
         ["tcache.gate.set", guarded!(gate::set), "write deny-oom", 0, 0, 0, ""],
         // TCACHE.GATE.GET name

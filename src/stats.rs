@@ -33,8 +33,22 @@ pub static INVALIDATED_ENTRIES: Counter = Counter::new();
 pub static GATE_REJECTIONS: Counter = Counter::new();
 pub static PERM_HITS: Counter = Counter::new();
 pub static PERM_MISSES: Counter = Counter::new();
+pub static LEASES_GRANTED: Counter = Counter::new();
+/// TCACHE.SET ... LEASE refused (nil): lapsed, revoked, invalidated, wrong token.
+pub static LEASE_SETS_REFUSED: Counter = Counter::new();
+/// FETCH calls that had to wait for another caller's lease (blocked or told WAIT).
+pub static WAITS: Counter = Counter::new();
+/// Blocked FETCH calls that ended by their timeout.
+pub static WAIT_TIMEOUTS: Counter = Counter::new();
+/// Stale values served by FETCH.
+pub static STALE_SERVED: Counter = Counter::new();
 
-const RESETTABLE: [&Counter; 8] = [
+const RESETTABLE: [&Counter; 13] = [
+    &LEASES_GRANTED,
+    &LEASE_SETS_REFUSED,
+    &WAITS,
+    &WAIT_TIMEOUTS,
+    &STALE_SERVED,
     &HITS,
     &MISSES,
     &SETS,
@@ -88,6 +102,14 @@ pub fn figures(ix: &IndexFigures) -> Vec<(&'static str, Figure)> {
         ("tags", Figure::Count(ix.tags)),
         ("perm_hits", Figure::Count(PERM_HITS.get())),
         ("perm_misses", Figure::Count(PERM_MISSES.get())),
+        ("leases_granted", Figure::Count(LEASES_GRANTED.get())),
+        (
+            "lease_sets_refused",
+            Figure::Count(LEASE_SETS_REFUSED.get()),
+        ),
+        ("waits", Figure::Count(WAITS.get())),
+        ("wait_timeouts", Figure::Count(WAIT_TIMEOUTS.get())),
+        ("stale_served", Figure::Count(STALE_SERVED.get())),
         ("index_bytes", Figure::Count(ix.index_bytes)),
     ]
 }

@@ -9,6 +9,7 @@ use redis_module::{
 
 use super::{bytes, entry_or_wrongtype, slot, slot_mut, Slot};
 use crate::api;
+use crate::blocking;
 use crate::config;
 use crate::core::entry::{decode, encode, Entry, TagList};
 use crate::core::index::NO_EXPIRE;
@@ -18,11 +19,12 @@ use crate::core::options::{
 use crate::errors;
 use crate::gates;
 use crate::indexes;
+use crate::leases;
 use crate::seq;
 use crate::stats;
 use crate::store::ENTRY_TYPE;
 
-/// TCACHE.SET key value ttl [NX | XX] [GATE name] [TAGS tag [tag ...]]
+/// TCACHE.SET key value ttl [NX | XX] [GATE name] [LEASE token] [SWR seconds] [TAGS tag [tag ...]]
 pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args.len() < 4 {
         return Err(RedisError::WrongArity);
@@ -34,8 +36,20 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let tags = TagList::new(opts.tags.iter().copied());
     check_limits(&config::limits(), value.len(), &opts.tags, tags.count()).map_err(errors::arg)?;
     gates::check_for_set(args[1].as_slice(), opts.gate, value)?;
-    let entry = Entry::new(value, tags, seq::next());
-    write_entry(ctx, &args[1], entry, ttl_s * 1000, opts.condition)
+    let now = api::now_ms();
+    if let Some(token) = opts.lease {
+        let db = api::selected_db(ctx);
+        if leases::redeem(db, args[1].as_slice(), token, &opts.tags, now).is_err() {
+            return Ok(RedisValue::Null);
+        }
+    }
+    let mut entry = Entry::new(value, tags, seq::next());
+    let mut ttl_ms = ttl_s * 1000;
+    if let Some(swr) = opts.swr {
+        entry.stale_at_ms = now + ttl_ms;
+        ttl_ms += swr * 1000;
+    }
+    write_entry(ctx, &args[1], entry, ttl_ms, opts.condition)
 }
 
 /// Stores `entry` under `name` for `ttl_ms`, unless the key holds another type
@@ -82,10 +96,18 @@ pub fn write_entry(
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
     }
     drop(stored);
+    // Any other lease on the key is void now; waiters wake up to the value.
+    leases::revoke(db, name.as_slice());
+    blocking::signal_stored(db, name);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "tcache.set", name);
     api::replicate_apply(ctx, name, &blob, Some(expire_at));
     stats::SETS.incr();
     Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// A stale entry (soft-expired) reads as a miss outside TCACHE.FETCH.
+fn is_stale_now(e: &Entry) -> bool {
+    e.stale_at_ms != 0 && super::fetch::is_stale(e, api::now_ms())
 }
 
 /// Replies with a bulk string straight from the entry, without a copy.
@@ -100,12 +122,12 @@ pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let key = ctx.open_key(&args[1]);
     match entry_or_wrongtype(&key)? {
-        Some(e) => {
+        Some(e) if !is_stale_now(e) => {
             stats::HITS.incr();
             reply_value(ctx, e);
             Ok(RedisValue::NoReply)
         }
-        None => {
+        _ => {
             stats::MISSES.incr();
             Ok(RedisValue::Null)
         }
@@ -121,7 +143,7 @@ pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     for name in &args[1..] {
         let key = ctx.open_key(name);
         match slot(&key) {
-            Slot::Entry(e) => {
+            Slot::Entry(e) if !is_stale_now(e) => {
                 stats::HITS.incr();
                 reply_value(ctx, e);
             }

@@ -11,6 +11,8 @@ use crate::config;
 use crate::core::index::{Key, Space};
 use crate::errors;
 use crate::indexes;
+use crate::leases;
+use crate::seq;
 use crate::stats;
 
 /// TCACHE.INVALTAG tag [tag ...]
@@ -23,6 +25,7 @@ pub fn invaltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let keys = indexes::with_db(db, |ix| ix.keys_with_any(Space::Tags, &tags))
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
     let reply = delete_all(ctx, &keys)?;
+    leases::note_tags(db, &tags, seq::next());
     publish(ctx, b"tag:", &tags);
     Ok(reply)
 }
@@ -36,6 +39,7 @@ pub fn invalprefix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let keys = indexes::with_db(db, |ix| ix.keys_with_prefix(args[1].as_slice()))
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
     let reply = delete_all(ctx, &keys)?;
+    leases::note_prefix(db, args[1].as_slice(), seq::next());
     publish(ctx, b"prefix:", &[args[1].as_slice()]);
     Ok(reply)
 }

@@ -5,6 +5,7 @@
 pub mod entry;
 pub mod gate;
 pub mod index;
+pub mod lease;
 pub mod options;
 pub mod perm;
 pub mod verify;

@@ -53,11 +53,15 @@ pub struct SetOptions<'a> {
     pub condition: Condition,
     /// `GATE name`: the value must pass this quality gate.
     pub gate: Option<&'a [u8]>,
+    /// `LEASE token`: store only if the lease still holds.
+    pub lease: Option<&'a [u8]>,
+    /// `SWR seconds`: servable as stale for this long after the ttl.
+    pub swr: Option<i64>,
     pub tags: Vec<&'a [u8]>,
 }
 
-/// The options after `key value ttl`: `[NX | XX] [GATE name] [TAGS tag [tag ...]]`,
-/// keywords case-insensitive, TAGS last. Options of later features are unknown here.
+/// The options after `key value ttl`: `[NX | XX] [GATE name] [LEASE token]
+/// [SWR seconds] [TAGS tag [tag ...]]`, keywords case-insensitive, TAGS last.
 pub fn parse_set_options<'a>(args: &[&'a [u8]]) -> Result<SetOptions<'a>, ArgError> {
     let mut opts = SetOptions::default();
     let mut i = 0;
@@ -75,6 +79,19 @@ pub fn parse_set_options<'a>(args: &[&'a [u8]]) -> Result<SetOptions<'a>, ArgErr
         } else if word.eq_ignore_ascii_case(b"GATE") {
             let name = args.get(i + 1).ok_or(ArgError::Syntax)?;
             if opts.gate.replace(name).is_some() {
+                return Err(ArgError::Syntax);
+            }
+            i += 1;
+        } else if word.eq_ignore_ascii_case(b"LEASE") {
+            let token = args.get(i + 1).ok_or(ArgError::Syntax)?;
+            if opts.lease.replace(token).is_some() {
+                return Err(ArgError::Syntax);
+            }
+            i += 1;
+        } else if word.eq_ignore_ascii_case(b"SWR") {
+            let secs = args.get(i + 1).ok_or(ArgError::Syntax)?;
+            let secs = parse_in_range(secs, 1, TTL_MAX)?;
+            if opts.swr.replace(secs).is_some() {
                 return Err(ArgError::Syntax);
             }
             i += 1;
@@ -194,8 +211,13 @@ mod tests {
         assert_eq!(opts(&["NX", "XX"]), Err(ArgError::Syntax));
         assert_eq!(opts(&["GATE"]), Err(ArgError::Syntax));
         assert_eq!(opts(&["GATE", "a", "GATE", "b"]), Err(ArgError::Syntax));
-        assert_eq!(opts(&["LEASE", "t"]), Err(ArgError::Syntax));
-        assert_eq!(opts(&["SWR", "10"]), Err(ArgError::Syntax));
+        assert_eq!(opts(&["LEASE"]), Err(ArgError::Syntax));
+        assert_eq!(opts(&["LEASE", "a", "lease", "b"]), Err(ArgError::Syntax));
+        assert_eq!(opts(&["SWR", "0"]), Err(ArgError::NotAnInteger));
+        assert_eq!(opts(&["SWR", "x"]), Err(ArgError::NotAnInteger));
+        assert_eq!(opts(&["SWR", "1", "SWR", "1"]), Err(ArgError::Syntax));
+        let o = opts(&["swr", "30", "LEASE", "tok"]).unwrap();
+        assert_eq!((o.swr, o.lease), (Some(30), Some(&b"tok"[..])));
         assert_eq!(opts(&["TAGS"]), Err(ArgError::EmptyTags));
     }
 

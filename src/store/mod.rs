@@ -14,6 +14,7 @@ use crate::core::entry::{decode, encode, Entry};
 use crate::gates::{self, GateDef};
 use crate::guard;
 use crate::indexes;
+use crate::leases;
 use crate::seq;
 
 /// RDB encoding version of the type. Version 1 stores one buffer: the entry
@@ -232,6 +233,7 @@ extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void)
         };
         if let Some((key, db)) = api::opt_ctx_key(ctx) {
             indexes::with_db(db, |ix| ix.remove(key, e.tags.iter()));
+            leases::revoke(db, key);
         }
     })
 }

@@ -1,0 +1,287 @@
+//! Lease waiters: a FETCH ... WAIT that meets another caller's lease blocks
+//! (RedisModule_BlockClient, with a timeout) without polling, and is kept in a
+//! registry by key. Storing the key's value wakes all its waiters; a lapsing
+//! lease is handed straight to the oldest waiter. The timeout answers
+//! `["WAIT"]`. Every blocked handle leaves the registry exactly once (woken,
+//! timed out, unblocked by CLIENT UNBLOCK, or disconnected), and that is the
+//! one place that calls RedisModule_UnblockClient for it, so nothing is left
+//! behind and no handle is released twice.
+
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
+use std::sync::{Mutex, MutexGuard};
+
+use redis_module::{raw, Context, RedisString};
+
+use crate::api;
+use crate::commands::fetch;
+use crate::guard;
+use crate::leases;
+use crate::stats;
+
+/// A blocked client handle, used only on the main thread.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Handle(usize);
+
+struct Waiter {
+    handle: Handle,
+    lease_ms: i64,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_key: HashMap<(i32, Vec<u8>), Vec<Waiter>>,
+    key_of: HashMap<Handle, (i32, Vec<u8>)>,
+}
+
+static WAITERS: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn registry() -> MutexGuard<'static, Option<Registry>> {
+    WAITERS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    let mut g = registry();
+    f(g.get_or_insert_with(Registry::default))
+}
+
+/// What a woken waiter is told to answer.
+enum Wake {
+    /// Evaluate the FETCH again (the value was stored).
+    Resolve { key: Vec<u8>, lease_ms: i64 },
+    /// The lapsed lease was handed to this waiter.
+    Lease { token: u64 },
+}
+
+const OK: c_int = raw::REDISMODULE_OK as c_int;
+const ERR: c_int = raw::REDISMODULE_ERR as c_int;
+
+/// Blocks the calling client until `key` is stored, its lease lapses (it then
+/// gets the lease), or `timeout_ms` passes. False when Redis refused to block.
+pub fn block(ctx: &Context, db: i32, key: &[u8], lease_ms: i64, timeout_ms: i64) -> bool {
+    // SAFETY: the callbacks have the signatures Redis expects; the returned
+    // handle stays valid until we pass it to UnblockClient (exactly once).
+    let bc = unsafe {
+        let Some(block) = raw::RedisModule_BlockClient else {
+            return false;
+        };
+        let bc = block(
+            ctx.ctx,
+            Some(on_wake),
+            Some(on_timeout),
+            Some(free_wake),
+            timeout_ms,
+        );
+        if bc.is_null() {
+            return false;
+        }
+        if let Some(set) = raw::RedisModule_SetDisconnectCallback {
+            set(bc, Some(on_disconnect));
+        }
+        bc
+    };
+    let handle = Handle(bc as usize);
+    with_registry(|r| {
+        r.by_key
+            .entry((db, key.to_vec()))
+            .or_default()
+            .push(Waiter { handle, lease_ms });
+        r.key_of.insert(handle, (db, key.to_vec()));
+    });
+    true
+}
+
+/// Releases a handle Redis gave us, with what its reply callback should do.
+fn release(handle: Handle, wake: Option<Wake>) {
+    let data = wake.map_or(std::ptr::null_mut(), |w| {
+        Box::into_raw(Box::new(w)).cast::<c_void>()
+    });
+    // SAFETY: `handle` came from BlockClient and has just left the registry, so
+    // this is its only release; Redis owns `data` from here (freed by free_wake).
+    unsafe {
+        if let Some(unblock) = raw::RedisModule_UnblockClient {
+            unblock(handle.0 as *mut raw::RedisModuleBlockedClient, data);
+        }
+    }
+}
+
+/// Removes one handle from the registry; true if it was there.
+fn forget(handle: Handle) -> bool {
+    with_registry(|r| {
+        let Some(slot) = r.key_of.remove(&handle) else {
+            return false;
+        };
+        if let Some(list) = r.by_key.get_mut(&slot) {
+            list.retain(|w| w.handle != handle);
+            if list.is_empty() {
+                r.by_key.remove(&slot);
+            }
+        }
+        true
+    })
+}
+
+/// The value of `key` was stored: every waiter answers again (with a HIT).
+pub fn wake_all(db: i32, key: &[u8]) {
+    let woken = with_registry(|r| {
+        let list = r.by_key.remove(&(db, key.to_vec())).unwrap_or_default();
+        for w in &list {
+            r.key_of.remove(&w.handle);
+        }
+        list
+    });
+    for w in woken {
+        release(
+            w.handle,
+            Some(Wake::Resolve {
+                key: key.to_vec(),
+                lease_ms: w.lease_ms,
+            }),
+        );
+    }
+}
+
+/// The oldest waiter of `key`, taken out of the registry, with its lease-ms.
+fn take_oldest(db: i32, key: &[u8]) -> Option<(Handle, i64)> {
+    with_registry(|r| {
+        let slot = (db, key.to_vec());
+        let list = r.by_key.get_mut(&slot)?;
+        let w = (!list.is_empty()).then(|| list.remove(0))?;
+        if list.is_empty() {
+            r.by_key.remove(&slot);
+        }
+        r.key_of.remove(&w.handle);
+        Some((w.handle, w.lease_ms))
+    })
+}
+
+extern "C" fn on_wake(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    guard::callback(ERR, || {
+        let ctx = Context::new(ctx);
+        // SAFETY: in a reply callback, the private data is the Wake we passed
+        // to UnblockClient (or NULL), alive until free_wake.
+        let wake = unsafe {
+            raw::RedisModule_GetBlockedClientPrivateData
+                .and_then(|f| f(ctx.ctx).cast::<Wake>().as_ref())
+        };
+        let reply = match wake {
+            Some(Wake::Lease { token }) => Ok(fetch::lease_reply(*token)),
+            Some(Wake::Resolve { key, lease_ms }) => {
+                let name = api::string(&ctx, key);
+                fetch::resolve(&ctx, &name, *lease_ms).unwrap_or_else(|| Ok(fetch::wait_reply()))
+            }
+            None => Ok(fetch::wait_reply()),
+        };
+        ctx.reply(reply);
+        OK
+    })
+}
+
+extern "C" fn on_timeout(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    guard::callback(ERR, || {
+        let ctx = Context::new(ctx);
+        stats::WAIT_TIMEOUTS.incr();
+        ctx.reply(Ok(fetch::wait_reply()));
+        // SAFETY: inside a timeout callback Redis hands this client's handle.
+        let bc = unsafe { raw::RedisModule_GetBlockedClientHandle.map(|f| f(ctx.ctx)) };
+        if let Some(bc) = bc.filter(|b| !b.is_null()) {
+            let handle = Handle(bc as usize);
+            if forget(handle) {
+                release(handle, None);
+            }
+        }
+        OK
+    })
+}
+
+extern "C" fn on_disconnect(
+    _ctx: *mut raw::RedisModuleCtx,
+    bc: *mut raw::RedisModuleBlockedClient,
+) {
+    guard::callback((), || {
+        let handle = Handle(bc as usize);
+        if forget(handle) {
+            release(handle, None);
+        }
+    })
+}
+
+extern "C" fn free_wake(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
+    guard::callback((), || {
+        if !privdata.is_null() {
+            // SAFETY: the pointer is the Box<Wake> given to UnblockClient, freed once.
+            drop(unsafe { Box::from_raw(privdata.cast::<Wake>()) });
+        }
+    })
+}
+
+/// What a lapse timer needs: the database and the key of the lease.
+struct Lapse {
+    db: i32,
+    key: Vec<u8>,
+}
+
+/// Arms a timer that runs when the lease on `key` lapses.
+pub fn on_lapse(ctx: &Context, db: i32, key: &[u8], after_ms: i64) {
+    let data = Box::into_raw(Box::new(Lapse {
+        db,
+        key: key.to_vec(),
+    }));
+    // SAFETY: the callback has the RedisModuleTimerProc signature and takes
+    // ownership of `data` when it fires (these timers are never stopped).
+    unsafe {
+        match raw::RedisModule_CreateTimer {
+            Some(f) => {
+                f(ctx.ctx, after_ms.max(0) + 1, Some(lapsed), data.cast());
+            }
+            None => drop(Box::from_raw(data)),
+        }
+    }
+}
+
+/// A lease ran out: if nobody stored the value and no newer lease exists, the
+/// oldest waiter gets a fresh lease.
+extern "C" fn lapsed(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+    guard::callback((), || {
+        if data.is_null() {
+            return;
+        }
+        // SAFETY: `data` is the Box<Lapse> armed by `on_lapse`, fired once.
+        let lapse = unsafe { Box::from_raw(data.cast::<Lapse>()) };
+        let ctx = Context::new(ctx);
+        let now = api::now_ms();
+        leases::prune(lapse.db, now);
+        if !api::select_db(&ctx, lapse.db) || leases::active(lapse.db, &lapse.key, now).is_some() {
+            return;
+        }
+        if fetch::is_stored(&ctx, &api::string(&ctx, &lapse.key), now) {
+            wake_all(lapse.db, &lapse.key);
+            return;
+        }
+        if let Some((handle, lease_ms)) = take_oldest(lapse.db, &lapse.key) {
+            match fetch::grant(&ctx, lapse.db, &lapse.key, lease_ms, now) {
+                Some(lease) => release(handle, Some(Wake::Lease { token: lease.token })),
+                None => release(handle, None),
+            }
+        }
+    })
+}
+
+/// Whether this context may block (not inside MULTI, Lua or a no-blocking context).
+pub fn can_block(ctx: &Context) -> bool {
+    use redis_module::ContextFlags;
+    !ctx.get_flags()
+        .intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING)
+}
+
+pub fn signal_stored(db: i32, key: &RedisString) {
+    wake_all(db, key.as_slice());
+}

@@ -1,0 +1,171 @@
+//! Stampede protection: TCACHE.FETCH (hit, lease, wait, stale) and
+//! TCACHE.STALETAG (soft invalidation).
+
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+
+use super::{bytes, key_names, slot, slot_mut, Slot};
+use crate::api::{self, Caller, PeekKey};
+use crate::blocking;
+use crate::core::entry::{encode, Entry};
+use crate::core::index::Space;
+use crate::core::lease::Lease;
+use crate::core::options::parse_in_range;
+use crate::errors;
+use crate::indexes;
+use crate::leases;
+use crate::seq;
+use crate::stats;
+
+/// Longest lease and wait accepted: one day.
+const MAX_MS: i64 = 86_400_000;
+
+fn word(w: &'static str) -> RedisValue {
+    RedisValue::SimpleStringStatic(w)
+}
+
+pub fn wait_reply() -> RedisValue {
+    RedisValue::Array(vec![word("WAIT")])
+}
+
+/// Whether the entry is past its soft expiry (SWR window or STALETAG).
+pub fn is_stale(e: &Entry, now_ms: i64) -> bool {
+    e.stale_at_ms != 0 && now_ms >= e.stale_at_ms
+}
+
+/// Grants a lease on `key` and arms the timer that acts when it lapses.
+pub fn grant(ctx: &Context, db: i32, key: &[u8], lease_ms: i64, now: i64) -> Option<Lease> {
+    let lease = leases::grant(db, key, seq::next(), now + lease_ms)?;
+    blocking::on_lapse(ctx, db, key, lease_ms);
+    Some(lease)
+}
+
+pub fn lease_reply(token: u64) -> RedisValue {
+    RedisValue::Array(vec![
+        word("LEASE"),
+        RedisValue::BulkString(leases::format_token(token)),
+    ])
+}
+
+/// Whether `name` holds a fresh (not stale) entry.
+pub fn is_stored(ctx: &Context, name: &RedisString, now_ms: i64) -> bool {
+    matches!(slot(&ctx.open_key(name)), Slot::Entry(e) if !is_stale(e, now_ms))
+}
+
+/// The answer to a FETCH of `name` right now, or `None` when the caller must
+/// wait for another caller's lease.
+pub fn resolve(ctx: &Context, name: &RedisString, lease_ms: i64) -> Option<RedisResult> {
+    let db = api::selected_db(ctx);
+    let now = api::now_ms();
+    let key = ctx.open_key(name);
+    match slot(&key) {
+        Slot::Other => Some(Err(errors::wrongtype())),
+        Slot::Entry(e) if !is_stale(e, now) => Some(Ok(RedisValue::Array(vec![
+            word("HIT"),
+            RedisValue::StringBuffer(e.value.to_vec()),
+        ]))),
+        Slot::Entry(e) => {
+            stats::STALE_SERVED.incr();
+            let value = RedisValue::StringBuffer(e.value.to_vec());
+            let mut reply = vec![word("STALE"), value];
+            if leases::active(db, name.as_slice(), now).is_none() {
+                if let Some(lease) = grant(ctx, db, name.as_slice(), lease_ms, now) {
+                    reply.push(RedisValue::BulkString(leases::format_token(lease.token)));
+                }
+            }
+            Some(Ok(RedisValue::Array(reply)))
+        }
+        Slot::Missing => {
+            if leases::active(db, name.as_slice(), now).is_some() {
+                return None;
+            }
+            let lease = grant(ctx, db, name.as_slice(), lease_ms, now)?;
+            Some(Ok(lease_reply(lease.token)))
+        }
+    }
+}
+
+/// TCACHE.FETCH key lease-ms [WAIT timeout-ms]
+pub fn fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() != 3 && args.len() != 5 {
+        return Err(RedisError::WrongArity);
+    }
+    let lease_ms = parse_in_range(args[2].as_slice(), 1, MAX_MS).map_err(errors::arg)?;
+    let mut wait_ms = None;
+    if args.len() == 5 {
+        if !args[3].as_slice().eq_ignore_ascii_case(b"WAIT") {
+            return Err(RedisError::Str(errors::SYNTAX));
+        }
+        wait_ms = Some(parse_in_range(args[4].as_slice(), 1, MAX_MS).map_err(errors::arg)?);
+    }
+    match resolve(ctx, &args[1], lease_ms) {
+        Some(reply) => {
+            if let Ok(RedisValue::Array(a)) = &reply {
+                match a.first() {
+                    Some(RedisValue::SimpleStringStatic("HIT")) => stats::HITS.incr(),
+                    Some(RedisValue::SimpleStringStatic("LEASE")) => stats::MISSES.incr(),
+                    _ => {}
+                }
+            }
+            reply
+        }
+        None => {
+            stats::MISSES.incr();
+            stats::WAITS.incr();
+            match wait_ms {
+                // Inside MULTI or a script, answer as without WAIT.
+                Some(ms)
+                    if blocking::can_block(ctx)
+                        && blocking::block(
+                            ctx,
+                            api::selected_db(ctx),
+                            args[1].as_slice(),
+                            lease_ms,
+                            ms,
+                        ) =>
+                {
+                    Ok(RedisValue::NoReply)
+                }
+                _ => Ok(wait_reply()),
+            }
+        }
+    }
+}
+
+/// TCACHE.STALETAG tag [tag ...]: marks the live entries carrying any of the
+/// tags stale; they stay servable as stale by FETCH until their native expiry.
+pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let tags = bytes(&args[1..]);
+    let db = api::selected_db(ctx);
+    let keys = indexes::with_db(db, |ix| ix.keys_with_any(Space::Tags, &tags))
+        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    let names = key_names(ctx, &keys);
+    if let Some(caller) = Caller::current(ctx) {
+        if !names.iter().all(|n| caller.may_update(n)) {
+            return Err(RedisError::Str(errors::NOPERM_UPDATE));
+        }
+    }
+    let now = api::now_ms();
+    let mut marked = 0;
+    for name in &names {
+        let expire_at = PeekKey::open(ctx, name).expire_at();
+        let key = ctx.open_key_writable(name);
+        let Slot::Entry(_) = slot_mut(&key) else {
+            continue;
+        };
+        let Ok(Some(e)) = key.get_value::<Entry>(&crate::store::ENTRY_TYPE) else {
+            continue;
+        };
+        if is_stale(e, now) {
+            continue;
+        }
+        e.stale_at_ms = now;
+        let blob = encode(e);
+        drop(key);
+        api::replicate_apply(ctx, name, &blob, (expire_at >= 0).then_some(expire_at));
+        marked += 1;
+    }
+    Ok(RedisValue::Integer(marked))
+}
