@@ -16,7 +16,7 @@ SERVER        ?= $(REDIS_SERVER)
 # Integration tests (tests/common) read these.
 export TCACHE_MODULE := $(MODULE)
 
-.PHONY: help deps build run test lint clean
+.PHONY: help deps build run test lint bench clean
 
 help: ## List targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -62,6 +62,17 @@ test: build ## Unit tests, then integration tests against redis and against valk
 lint: deps ## cargo fmt --check and clippy with -D warnings
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
+
+bench: build ## Throughput ratios vs native commands and Lua, and the stampede count (separate from test)
+	@python3 -c 'import redis' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check redis
+	python3 bench/bench.py --server "$(SERVER)" --module "$(MODULE)"
+	@port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
+	dir=$$(mktemp -d); \
+	$(SERVER) --port $$port --bind 127.0.0.1 --save "" --dir $$dir --maxclients 1000 \
+		--loadmodule $(MODULE) --daemonize yes --logfile $$dir/log; \
+	for i in $$(seq 50); do redis-cli -p $$port ping >/dev/null 2>&1 && break; sleep 0.1; done; \
+	python3 bench/stampede.py $$port 200 2; status=$$?; \
+	redis-cli -p $$port shutdown nosave >/dev/null 2>&1 || true; rm -rf $$dir; exit $$status
 
 clean: ## cargo clean and remove .run/
 	cargo clean
