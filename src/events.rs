@@ -10,6 +10,7 @@ use std::ffi::{c_char, c_int, c_void};
 use redis_module::{raw, Context};
 
 use crate::api::{self, PeekKey};
+use crate::blocking;
 use crate::guard;
 use crate::indexes;
 use crate::leases;
@@ -65,7 +66,10 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
         indexes::with_db(db, |ix| {
             ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire)
         });
+        // A value arrived by RENAME/MOVE/COPY/RESTORE: the lease is void and
+        // the waiters get the value.
         leases::revoke(db, name.as_slice());
+        blocking::wake_all(db, name.as_slice());
     }
 }
 

@@ -167,8 +167,11 @@ pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return Err(errors::wrongtype());
         }
     }
+    let db = api::selected_db(ctx);
     let mut deleted = Vec::new();
     for name in &args[1..] {
+        // A delete revokes the key's lease even when no value was there yet.
+        leases::revoke(db, name.as_slice());
         if delete_entry(ctx, name)? {
             deleted.push(name.safe_clone(ctx));
         }

@@ -148,6 +148,8 @@ pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
     }
     let now = api::now_ms();
+    // A refresher's lease issued before this must not write back older data.
+    leases::note_tags(db, &tags, seq::next());
     let mut marked = 0;
     for name in &names {
         let expire_at = PeekKey::open(ctx, name).expire_at();
