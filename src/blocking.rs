@@ -105,6 +105,14 @@ fn release(handle: Handle, wake: Option<Wake>) {
     }
 }
 
+/// Releases `handle` without a reply if it is still registered (timeout,
+/// CLIENT UNBLOCK, disconnect).
+fn drop_waiter(handle: Handle) {
+    if forget(handle) {
+        release(handle, None);
+    }
+}
+
 /// Removes one handle from the registry; true if it was there.
 fn forget(handle: Handle) -> bool {
     with_registry(|r| {
@@ -193,10 +201,7 @@ extern "C" fn on_timeout(
         // SAFETY: inside a timeout callback Redis hands this client's handle.
         let bc = unsafe { raw::RedisModule_GetBlockedClientHandle.map(|f| f(ctx.ctx)) };
         if let Some(bc) = bc.filter(|b| !b.is_null()) {
-            let handle = Handle(bc as usize);
-            if forget(handle) {
-                release(handle, None);
-            }
+            drop_waiter(Handle(bc as usize));
         }
         OK
     })
@@ -206,12 +211,7 @@ extern "C" fn on_disconnect(
     _ctx: *mut raw::RedisModuleCtx,
     bc: *mut raw::RedisModuleBlockedClient,
 ) {
-    guard::callback((), || {
-        let handle = Handle(bc as usize);
-        if forget(handle) {
-            release(handle, None);
-        }
-    })
+    guard::callback((), || drop_waiter(Handle(bc as usize)))
 }
 
 extern "C" fn free_wake(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {

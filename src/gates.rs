@@ -37,18 +37,22 @@ fn rejection(name: &[u8], why: impl std::fmt::Display) -> RedisError {
     RedisError::String(format!("GATE {}: {why}", show(name)))
 }
 
-/// Adds or replaces a gate (its counters start again).
-pub fn install(name: Vec<u8>, gate: Gate, prefix: Option<Vec<u8>>) {
-    lock().insert(
-        name,
+impl Registered {
+    /// A gate with its counters at zero.
+    fn new(gate: Gate, prefix: Option<Vec<u8>>) -> Registered {
         Registered {
             gate,
             prefix,
             checked: 0,
             rejected: 0,
             last_rejection: String::new(),
-        },
-    );
+        }
+    }
+}
+
+/// Adds or replaces a gate (its counters start again).
+pub fn install(name: Vec<u8>, gate: Gate, prefix: Option<Vec<u8>>) {
+    lock().insert(name, Registered::new(gate, prefix));
 }
 
 /// Checks `value` against gate `name` (built-in or registered) and counts it.
@@ -144,16 +148,7 @@ pub fn replace_all(list: Vec<GateDef>) -> Vec<(Vec<u8>, String)> {
     {
         match Gate::compile(&name, &schema) {
             Ok(gate) => {
-                fresh.insert(
-                    name,
-                    Registered {
-                        gate,
-                        prefix,
-                        checked: 0,
-                        rejected: 0,
-                        last_rejection: String::new(),
-                    },
-                );
+                fresh.insert(name, Registered::new(gate, prefix));
             }
             Err(e) => refused.push((name, e.to_string())),
         }

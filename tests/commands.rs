@@ -175,7 +175,7 @@ fn stats_count_and_reset_and_info_section_matches() {
     // RESP3: a real map.
     let mut c3 = s.conn3();
     let m = c3.q(&["TCACHE.STATS"]);
-    assert_eq!(m.as_map().len(), 13);
+    assert_eq!(m.as_map().len(), 18);
     refused(&mut c, &q(&["TCACHE.STATS", "bogus"]), "ERR syntax error");
 }
 
@@ -236,8 +236,9 @@ fn bad_ttls_and_options_are_refused() {
         &["NX", "XX"],
         &["GATE"],
         &["GATE", "json", "GATE", "json"],
-        &["LEASE", "tok"],
-        &["SWR", "10"],
+        &["LEASE"],
+        &["SWR"],
+        &["SWR", "5", "SWR", "5"],
         &["TAGS", "a", "b"].iter().rev().copied().collect::<Vec<_>>()[..],
     ] {
         let mut args = vec!["TCACHE.SET", "k", "v", "10"];

@@ -3,7 +3,7 @@
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use super::{bytes, key_names, slot, slot_mut, Slot};
+use super::{bytes, key_names, keys_with_any, slot, slot_mut, Slot};
 use crate::api::{self, Caller, PeekKey};
 use crate::blocking;
 use crate::core::entry::{encode, Entry};
@@ -11,7 +11,6 @@ use crate::core::index::Space;
 use crate::core::lease::Lease;
 use crate::core::options::parse_in_range;
 use crate::errors;
-use crate::indexes;
 use crate::leases;
 use crate::seq;
 use crate::stats;
@@ -139,8 +138,7 @@ pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let tags = bytes(&args[1..]);
     let db = api::selected_db(ctx);
-    let keys = indexes::with_db(db, |ix| ix.keys_with_any(Space::Tags, &tags))
-        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    let keys = keys_with_any(ctx, Space::Tags, &tags)?;
     let names = key_names(ctx, &keys);
     if let Some(caller) = Caller::current(ctx) {
         if !names.iter().all(|n| caller.may_update(n)) {

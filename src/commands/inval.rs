@@ -5,7 +5,7 @@
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use super::cache::delete_entry;
-use super::{bytes, key_names};
+use super::{bytes, key_names, keys_with_any};
 use crate::api::{self, Caller};
 use crate::config;
 use crate::core::index::{Key, Space};
@@ -22,8 +22,7 @@ pub fn invaltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let tags = bytes(&args[1..]);
     let db = api::selected_db(ctx);
-    let keys = indexes::with_db(db, |ix| ix.keys_with_any(Space::Tags, &tags))
-        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    let keys = keys_with_any(ctx, Space::Tags, &tags)?;
     let reply = delete_all(ctx, &keys)?;
     leases::note_tags(db, &tags, seq::next());
     publish(ctx, b"tag:", &tags);

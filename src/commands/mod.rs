@@ -53,6 +53,17 @@ pub fn bytes(args: &[RedisString]) -> Vec<&[u8]> {
     args.iter().map(|a| a.as_slice()).collect()
 }
 
+/// The keys carrying any of `names` in `space` of the selected database.
+pub fn keys_with_any(
+    ctx: &Context,
+    space: crate::core::index::Space,
+    names: &[&[u8]],
+) -> Result<Vec<crate::core::index::Key>, RedisError> {
+    let db = crate::api::selected_db(ctx);
+    crate::indexes::with_db(db, |ix| ix.keys_with_any(space, names))
+        .ok_or(RedisError::Str(errors::INDEX_BUSY))
+}
+
 /// Redis strings for keys named by the index.
 pub fn key_names(ctx: &Context, keys: &[crate::core::index::Key]) -> Vec<RedisString> {
     keys.iter().map(|k| crate::api::string(ctx, k)).collect()

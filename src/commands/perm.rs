@@ -116,10 +116,8 @@ pub fn invalrole(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args.len() < 2 {
         return Err(RedisError::WrongArity);
     }
-    let roles: Vec<&[u8]> = args[1..].iter().map(|a| a.as_slice()).collect();
-    let db = api::selected_db(ctx);
-    let keys = indexes::with_db(db, |ix| ix.keys_with_any(Space::Roles, &roles))
-        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    let roles = super::bytes(&args[1..]);
+    let keys = super::keys_with_any(ctx, Space::Roles, &roles)?;
     let reply = delete_all(ctx, &keys)?;
     publish(ctx, b"role:", &roles);
     Ok(reply)
