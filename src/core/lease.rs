@@ -161,6 +161,7 @@ mod tests {
     fn invalidation_after_grant_refuses_and_ends_the_lease() {
         let mut t = LeaseTable::default();
         t.grant(b"k", 7, 5, 100);
+        t.grant(b"j", 8, 5, 100);
         t.note_tag_invalidation(&[b"old"], 4);
         t.note_tag_invalidation(&[b"t"], 6);
         assert_eq!(
@@ -168,12 +169,11 @@ mod tests {
             Ok(()),
             "before the grant: fine"
         );
-        t.grant(b"k", 8, 5, 100);
         assert_eq!(
-            t.redeem(b"k", 8, &[b"x", b"t"], 10),
+            t.redeem(b"j", 8, &[b"x", b"t"], 10),
             Err(Refusal::TagInvalidated)
         );
-        assert_eq!(t.active(b"k", 10), None, "a fresh FETCH gets a new lease");
+        assert_eq!(t.active(b"j", 10), None, "a fresh FETCH gets a new lease");
     }
 
     #[test]
