@@ -35,17 +35,84 @@ pub fn now_ms() -> i64 {
     unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) }
 }
 
-/// A key opened for reading without touching its LRU/LFU, closed on drop.
-/// Used by keyspace callbacks, which need the raw handle for the expiry.
-pub struct PeekKey(*mut raw::RedisModuleKey);
+/// A key handle for entries, closed on drop: read-only without touching the
+/// LRU/LFU (keyspace callbacks), or writable (TCACHE.SET), with the raw calls the
+/// crate does not wrap (absolute expiry).
+pub struct EntryKey(*mut raw::RedisModuleKey);
 
-impl PeekKey {
-    pub fn open(ctx: &Context, name: &RedisString) -> PeekKey {
-        let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int;
+impl EntryKey {
+    pub fn open(ctx: &Context, name: &RedisString) -> EntryKey {
+        Self::open_mode(
+            ctx,
+            name,
+            raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH,
+        )
+    }
+
+    pub fn open_write(ctx: &Context, name: &RedisString) -> EntryKey {
+        Self::open_mode(ctx, name, raw::REDISMODULE_READ | raw::REDISMODULE_WRITE)
+    }
+
+    fn open_mode(ctx: &Context, name: &RedisString, mode: u32) -> EntryKey {
         // SAFETY: `ctx` and `name` are live; OpenKey returns NULL or a handle we close in Drop.
-        PeekKey(unsafe {
-            raw::RedisModule_OpenKey.map_or(std::ptr::null_mut(), |f| f(ctx.ctx, name.inner, mode))
+        EntryKey(unsafe {
+            raw::RedisModule_OpenKey.map_or(std::ptr::null_mut(), |f| {
+                f(ctx.ctx, name.inner, mode as c_int)
+            })
         })
+    }
+
+    /// Whether the key holds a value that is not an entry (string, hash, ...).
+    pub fn holds_other_type(&self) -> bool {
+        if self.0.is_null() {
+            return false;
+        }
+        // SAFETY: `self.0` is an open key.
+        let kind = unsafe { raw::RedisModule_KeyType.map_or(0, |f| f(self.0)) };
+        kind != raw::REDISMODULE_KEYTYPE_EMPTY as c_int && self.entry().is_none()
+    }
+
+    /// Stores `entry` as the key's value (a writable key); the old value, if
+    /// any, goes through the type's unlink hook.
+    pub fn set_entry(&self, entry: Entry) -> Result<(), &'static str> {
+        if self.0.is_null() {
+            return Err("ERR key not open");
+        }
+        let value = Box::into_raw(Box::new(entry));
+        // SAFETY: `self.0` is open for writing; Redis takes ownership of `value`
+        // on success and frees it with the type's free callback.
+        let status = unsafe {
+            raw::RedisModule_ModuleTypeSetValue.map_or(raw::REDISMODULE_ERR as c_int, |f| {
+                f(self.0, *ENTRY_TYPE.raw_type.borrow(), value.cast())
+            })
+        };
+        if status != raw::REDISMODULE_OK as c_int {
+            // SAFETY: Redis did not take the value; we still own it.
+            drop(unsafe { Box::from_raw(value) });
+            return Err("ERR cannot store the entry");
+        }
+        Ok(())
+    }
+
+    /// Sets the expiry `ttl_ms` from now and returns it as the absolute time
+    /// stored: exactly, through SetAbsExpire where the server has it (Valkey,
+    /// Redis 7.2+); on Redis 7.0 through SetExpire, which counts from the same
+    /// clock as `now_ms`.
+    pub fn expire_in(&self, ttl_ms: i64) -> i64 {
+        let at = now_ms() + ttl_ms;
+        // SAFETY: `self.0` is open for writing and holds a value.
+        unsafe {
+            match (raw::RedisModule_SetAbsExpire, raw::RedisModule_SetExpire) {
+                (Some(abs), _) => {
+                    abs(self.0, at);
+                }
+                (None, Some(rel)) => {
+                    rel(self.0, ttl_ms);
+                }
+                (None, None) => {}
+            }
+        }
+        at
     }
 
     /// The entry the key holds, if it is one of ours.
@@ -96,7 +163,7 @@ impl PeekKey {
     }
 }
 
-impl Drop for PeekKey {
+impl Drop for EntryKey {
     fn drop(&mut self) {
         if !self.0.is_null() {
             // SAFETY: the handle came from OpenKey and is closed exactly once.

@@ -9,7 +9,7 @@ use std::ffi::{c_char, c_int, c_void};
 
 use redis_module::{raw, Context};
 
-use crate::api::{self, PeekKey};
+use crate::api::{self, EntryKey};
 use crate::blocking;
 use crate::guard;
 use crate::indexes;
@@ -59,7 +59,7 @@ extern "C" fn on_keyspace_event(
 /// Reads the key as it now stands and, if it is an entry, indexes it.
 fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
     let name = api::string(ctx, api::bytes_of(key));
-    let handle = PeekKey::open(ctx, &name);
+    let handle = EntryKey::open(ctx, &name);
     if let Some(e) = handle.entry() {
         let expire = handle.expire_at();
         let db = api::selected_db(ctx);
@@ -75,7 +75,7 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
 
 fn refresh_expire(ctx: &Context, key: *mut raw::RedisModuleString) {
     let name = api::string(ctx, api::bytes_of(key));
-    let handle = PeekKey::open(ctx, &name);
+    let handle = EntryKey::open(ctx, &name);
     if handle.entry().is_some() {
         let expire = handle.expire_at();
         let db = api::selected_db(ctx);

@@ -1,7 +1,6 @@
 //! TCACHE.SET / GET / MGET / DEL / TAGS, and TCACHE.APPLY (the replication form).
 
 use std::os::raw::{c_char, c_long};
-use std::time::Duration;
 
 use redis_module::{
     raw, Context, ContextFlags, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
@@ -73,29 +72,23 @@ pub fn write_entry(
             return Ok(RedisValue::Null);
         }
     }
-    let key = ctx.open_key_writable(name);
-    if let Slot::Other = slot_mut(&key) {
+    let key = api::EntryKey::open_write(ctx, name);
+    if key.holds_other_type() {
         return Err(errors::wrongtype());
     }
     let blob = encode(&entry);
     // Overwriting runs the unlink hook, which takes the old entry out of the index.
-    key.set_value(&ENTRY_TYPE, entry)?;
-    key.set_expire(Duration::from_millis(ttl_ms as u64))?;
-    drop(key);
-    // Replicas and the index get the expiry exactly as stored where the server
-    // can say it (Valkey, Redis 7.2+), else the same computation Redis 7.0 did.
-    let stored = api::PeekKey::open(ctx, name);
-    let expire_at = stored
-        .exact_expire_at()
-        .unwrap_or_else(|| api::now_ms() + ttl_ms);
+    key.set_entry(entry).map_err(RedisError::Str)?;
+    // Replicas and the index get the absolute expiry exactly as stored.
+    let expire_at = key.expire_in(ttl_ms);
     let db = api::selected_db(ctx);
-    if let Some(e) = stored.entry() {
+    if let Some(e) = key.entry() {
         indexes::with_db(db, |ix| {
             ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire_at)
         })
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
     }
-    drop(stored);
+    drop(key);
     // Any other lease on the key is void now; waiters wake up to the value.
     leases::revoke(db, name.as_slice());
     blocking::signal_stored(db, name);

@@ -4,7 +4,7 @@
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use super::{bytes, key_names, keys_with_any, slot, slot_mut, Slot};
-use crate::api::{self, Caller, PeekKey};
+use crate::api::{self, Caller, EntryKey};
 use crate::blocking;
 use crate::core::entry::{encode, Entry};
 use crate::core::index::Space;
@@ -150,7 +150,7 @@ pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     leases::note_tags(db, &tags, seq::next());
     let mut marked = 0;
     for name in &names {
-        let expire_at = PeekKey::open(ctx, name).expire_at();
+        let expire_at = EntryKey::open(ctx, name).expire_at();
         let key = ctx.open_key_writable(name);
         let Slot::Entry(_) = slot_mut(&key) else {
             continue;
