@@ -66,6 +66,7 @@ lint: deps ## cargo fmt --check and clippy with -D warnings
 bench: build ## Throughput ratios vs native commands and Lua, and the stampede count (separate from test)
 	@python3 -c 'import redis' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check redis
 	python3 bench/bench.py --server "$(SERVER)" --module "$(MODULE)"
+	python3 bench/invalidation.py --server "$(SERVER)" --module "$(MODULE)" --entries 100000
 	@port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 	dir=$$(mktemp -d); \
 	$(SERVER) --port $$port --bind 127.0.0.1 --save "" --dir $$dir --maxclients 1000 \

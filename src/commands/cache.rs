@@ -174,12 +174,18 @@ pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// Deletes `name` if it is a live entry and fires `del`; true when deleted.
-/// The index follows through the unlink hook.
+/// The index follows through the unlink hook. For keys a client named: it
+/// looks first, since opening a missing key for writing counts as modifying it.
 pub fn delete_entry(ctx: &Context, name: &RedisString) -> Result<bool, RedisError> {
-    // Look first: opening a missing key for writing would count as modifying it.
     if !matches!(slot(&ctx.open_key(name)), Slot::Entry(_)) {
         return Ok(false);
     }
+    delete_indexed(ctx, name)
+}
+
+/// Like `delete_entry` for a key the index named (so an entry, unless it just
+/// expired): no separate look first.
+pub fn delete_indexed(ctx: &Context, name: &RedisString) -> Result<bool, RedisError> {
     let key = ctx.open_key_writable(name);
     if !matches!(slot_mut(&key), Slot::Entry(_)) {
         return Ok(false);

@@ -4,7 +4,7 @@
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use super::cache::delete_entry;
+use super::cache::delete_indexed;
 use super::{bytes, key_names, keys_with_any};
 use crate::api::{self, Caller};
 use crate::config;
@@ -68,7 +68,7 @@ pub fn delete_all(ctx: &Context, keys: &[Key]) -> RedisResult {
     }
     let mut deleted = Vec::with_capacity(names.len());
     for name in names {
-        if delete_entry(ctx, &name)? {
+        if delete_indexed(ctx, &name)? {
             deleted.push(name);
         }
     }
