@@ -170,7 +170,7 @@ mod tests {
     const REPORT: &str = r#"{"type":"object","required":["risk_score"],"properties":{"risk_score":{"type":"number","exclusiveMinimum":0}}}"#;
 
     fn gate(schema: &str) -> Gate {
-        Gate::compile(b"g", schema.as_bytes()).unwrap()
+        Gate::compile(b"g", schema.as_bytes()).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     fn refused(schema: &[u8]) -> String {

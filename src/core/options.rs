@@ -191,16 +191,22 @@ mod tests {
 
     #[test]
     fn set_options_any_case_tags_last() {
-        let o = opts(&["nx", "TaGs", "a", "nx"]).unwrap();
+        let o = opts(&["nx", "TaGs", "a", "nx"]).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(o.condition, Condition::Nx);
         assert_eq!(
             o.tags,
             vec![&b"a"[..], b"nx"],
             "after TAGS every word is a tag"
         );
-        assert_eq!(opts(&[]).unwrap(), SetOptions::default());
-        assert_eq!(opts(&["XX"]).unwrap().condition, Condition::Xx);
-        let o = opts(&["gate", "report", "XX", "TAGS", "t"]).unwrap();
+        assert_eq!(
+            opts(&[]).unwrap_or_else(|e| panic!("{e:?}")),
+            SetOptions::default()
+        );
+        assert_eq!(
+            opts(&["XX"]).unwrap_or_else(|e| panic!("{e:?}")).condition,
+            Condition::Xx
+        );
+        let o = opts(&["gate", "report", "XX", "TAGS", "t"]).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(o.gate, Some(&b"report"[..]));
         assert_eq!(o.condition, Condition::Xx);
     }
@@ -216,7 +222,7 @@ mod tests {
         assert_eq!(opts(&["SWR", "0"]), Err(ArgError::NotAnInteger));
         assert_eq!(opts(&["SWR", "x"]), Err(ArgError::NotAnInteger));
         assert_eq!(opts(&["SWR", "1", "SWR", "1"]), Err(ArgError::Syntax));
-        let o = opts(&["swr", "30", "LEASE", "tok"]).unwrap();
+        let o = opts(&["swr", "30", "LEASE", "tok"]).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!((o.swr, o.lease), (Some(30), Some(&b"tok"[..])));
         assert_eq!(opts(&["TAGS"]), Err(ArgError::EmptyTags));
     }

@@ -70,7 +70,7 @@ mod tests {
     fn shape_is_validated_with_a_reason() {
         let ok =
             parse(br#"{"roles":["admin","ops","admin"],"permissions":["users:*"],"name":"x"}"#)
-                .unwrap();
+                .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(ok.role_count, 2);
         for (json, reason) in [
             (&b"nope"[..], "invalid JSON"),
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn exact_and_wildcard_grants() {
         let p = parse(br#"{"roles":[],"permissions":["users:*","reports:read","*","admin*"]}"#)
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{e:?}"))
             .perms;
         assert!(granted(&p, b"users:write"));
         assert!(granted(&p, b"users:a:b"));

@@ -66,7 +66,7 @@ mod tests {
     fn differences_are_counted_with_examples() {
         let live = snap(&[("k1", &["a"]), ("ghost", &[])]);
         let rebuilt = snap(&[("k1", &["b"]), ("k2", &[])]);
-        let d = diff(3, &live, &rebuilt).unwrap();
+        let d = diff(3, &live, &rebuilt).unwrap_or_else(|| panic!("no diff"));
         assert_eq!(
             d,
             "db 3: 1 entries not indexed ['k2'], 1 indexed keys not live entries ['ghost'], 1 with wrong tags ['k1']"
