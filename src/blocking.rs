@@ -132,6 +132,10 @@ fn forget(handle: Handle) -> bool {
 /// The value of `key` was stored: every waiter answers again (with a HIT).
 pub fn wake_all(db: i32, key: &[u8]) {
     let woken = with_registry(|r| {
+        // Every TCACHE.SET comes here: with nobody waiting, build no lookup key.
+        if r.key_of.is_empty() {
+            return Vec::new();
+        }
         let list = r.by_key.remove(&(db, key.to_vec())).unwrap_or_default();
         for w in &list {
             r.key_of.remove(&w.handle);

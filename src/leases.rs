@@ -4,23 +4,15 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 
 use crate::core::lease::{Lease, LeaseTable, Refusal};
+use crate::per_db::PerDb;
 
-static TABLES: Mutex<Vec<LeaseTable>> = Mutex::new(Vec::new());
-
-fn lock() -> MutexGuard<'static, Vec<LeaseTable>> {
-    TABLES.lock().unwrap_or_else(|p| p.into_inner())
-}
+static TABLES: PerDb<LeaseTable> = PerDb::new();
 
 fn with<R>(db: i32, f: impl FnOnce(&mut LeaseTable) -> R) -> Option<R> {
-    let i = usize::try_from(db).ok()?;
-    let mut all = lock();
-    if all.len() <= i {
-        all.resize_with(i + 1, LeaseTable::default);
-    }
-    all.get_mut(i).map(f)
+    TABLES.with(db, f)
 }
 
 /// A token nobody can guess: SipHash under keys drawn from the OS at start,
@@ -92,22 +84,9 @@ pub fn prune(db: i32, now_ms: i64) {
 
 /// FLUSHDB / FLUSHALL (-1).
 pub fn clear(db: i32) {
-    let mut all = lock();
-    if db < 0 {
-        all.clear();
-    } else if let Some(t) = usize::try_from(db).ok().and_then(|i| all.get_mut(i)) {
-        *t = LeaseTable::default();
-    }
+    TABLES.clear(db);
 }
 
 pub fn swap(a: i32, b: i32) {
-    let (Ok(a), Ok(b)) = (usize::try_from(a), usize::try_from(b)) else {
-        return;
-    };
-    let mut all = lock();
-    let need = a.max(b) + 1;
-    if all.len() < need {
-        all.resize_with(need, LeaseTable::default);
-    }
-    all.swap(a, b);
+    TABLES.swap(a, b);
 }

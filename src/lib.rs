@@ -15,6 +15,7 @@ mod gates;
 mod guard;
 mod indexes;
 mod leases;
+mod per_db;
 mod seq;
 mod stats;
 mod store;

@@ -1,7 +1,6 @@
 //! TCACHE.VERIFY, TCACHE.STATS and the `INFO tcache` section.
 
 use std::ffi::{c_int, c_long};
-use std::sync::atomic::Ordering;
 
 use redis_module::key::RedisKey;
 use redis_module::{raw, Context, KeysCursor, RedisError, RedisResult, RedisString, RedisValue};
@@ -19,7 +18,7 @@ pub fn verify(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args.len() != 1 {
         return Err(RedisError::WrongArity);
     }
-    let lost = indexes::LOST_UPDATES.load(Ordering::Relaxed);
+    let lost = indexes::lost_updates();
     let mut problems = Vec::new();
     if lost > 0 {
         problems.push(format!("{lost} index updates were lost to re-entrancy"));
