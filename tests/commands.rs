@@ -463,6 +463,45 @@ fn configs_are_set_by_argument_by_config_line_and_by_config_set_within_range() {
 }
 
 #[test]
+fn every_config_is_settable_as_a_load_argument_and_wins_over_a_config_line() {
+    let s = Server::builder()
+        .module_args(&[
+            "perm-ttl",
+            "60",
+            "invalidation-channel",
+            "inval",
+            "max-value-bytes",
+            "1mb",
+            "max-tags",
+            "5",
+        ])
+        .arg("tcache.max-tags", "9")
+        .start();
+    let mut c = s.conn();
+    let get_cfg = |c: &mut Conn, name: &str| {
+        c.q(&["CONFIG", "GET", name]).as_array()[1]
+            .as_str()
+            .to_string()
+    };
+    assert_eq!(get_cfg(&mut c, "tcache.perm-ttl"), "60");
+    assert_eq!(get_cfg(&mut c, "tcache.invalidation-channel"), "inval");
+    assert_eq!(get_cfg(&mut c, "tcache.max-value-bytes"), "1048576");
+    assert_eq!(
+        get_cfg(&mut c, "tcache.max-tags"),
+        "5",
+        "the load argument wins"
+    );
+    assert!(c
+        .q(&["PERM.SET", "p", r#"{"roles":[],"permissions":[]}"#])
+        .is_ok());
+    let ttl = c.q(&["TTL", "p"]).as_int();
+    assert!((59..=60).contains(&ttl), "perm-ttl used as default: {ttl}");
+    for bad in ["0", "315360001"] {
+        assert!(c.q(&["CONFIG", "SET", "tcache.perm-ttl", bad]).is_error());
+    }
+}
+
+#[test]
 fn bad_module_arguments_refuse_the_load() {
     for args in [&["max-tags", "0"][..], &["nonsense", "1"], &["max-tags"]] {
         let s = Server::builder().no_module().start();

@@ -438,3 +438,19 @@ fn tcache_del_and_invalprefix_invalidate_keys_the_tracking_client_read() {
     assert_eq!(c.q(&["TCACHE.INVALPREFIX", "sess:"]).as_int(), 2);
     assert_eq!(invalidations(&mut t, 2), vec!["sess:1", "sess:2"]);
 }
+
+#[test]
+fn keys_read_with_perm_get_and_perm_check_are_tracked() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let json = r#"{"roles":["editor"],"permissions":["users:*"]}"#;
+    for key in ["perm:1", "perm:2", "perm:3"] {
+        assert!(c.q(&["PERM.SET", key, json]).is_ok());
+    }
+    let mut t = tracking_client(&s);
+    assert_eq!(t.q(&["PERM.GET", "perm:1"]), Value::bulk(json));
+    assert_eq!(t.q(&["PERM.CHECK", "perm:2", "users:write"]).as_int(), 1);
+    // perm:3 was never read by the tracking client: no push for it.
+    assert_eq!(c.q(&["PERM.INVALROLE", "editor"]).as_int(), 3);
+    assert_eq!(invalidations(&mut t, 2), vec!["perm:1", "perm:2"]);
+}

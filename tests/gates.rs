@@ -10,17 +10,12 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::tc::{err, get, tags_of};
+use common::tc::{err, exists, get, ok, stat, tags_of, wait_for_aof_rewrite};
 use common::*;
 
 const REPORT: &str = r#"{"type":"object","required":["risk_score"],"properties":{"risk_score":{"type":"number","exclusiveMinimum":0}}}"#;
 const NUMS: &str = r#"{"type":"array","items":{"type":"number"}}"#;
 const ZERO_RISK: &str = "GATE report: /risk_score: 0 is less than or equal to the minimum of 0";
-
-#[track_caller]
-fn ok(r: Value, what: &str) {
-    assert!(r.is_ok(), "{what} -> {r:?}");
-}
 
 #[track_caller]
 fn gate_set(c: &mut Conn, name: &str, schema: &str, prefix: Option<&str>) {
@@ -56,18 +51,6 @@ fn gate_counters(c: &mut Conn, name: &str) -> (i64, i64, String) {
         g.field("rejected").unwrap().as_int(),
         g.field("last_rejection").unwrap().as_str().to_string(),
     )
-}
-
-#[track_caller]
-fn stat(c: &mut Conn, name: &str) -> i64 {
-    c.q(&["TCACHE.STATS"])
-        .field(name)
-        .unwrap_or_else(|| panic!("no {name} in STATS"))
-        .as_int()
-}
-
-fn exists(c: &mut Conn, key: &str) -> bool {
-    c.q(&["EXISTS", key]).as_int() == 1
 }
 
 #[track_caller]
@@ -119,18 +102,9 @@ fn assert_fixture_gates(c: &mut Conn) {
 }
 
 #[track_caller]
-fn wait_for_aof_rewrite(s: &Server) {
-    wait_until(Duration::from_secs(20), "AOF rewrite", || {
-        let info = s.info("persistence");
-        info_value(&info, "aof_rewrite_in_progress").as_deref() == Some("0")
-            && info_value(&info, "aof_rewrite_scheduled").as_deref() == Some("0")
-    });
-}
-
 // ---------------------------------------------------------------------------
 // The application flow
 // ---------------------------------------------------------------------------
-
 #[test]
 fn report_flow() {
     let s = Server::start();

@@ -282,10 +282,7 @@ fn restart_from_aof(preamble: &str) {
     set(&mut c, "gone", "x", 100, &["users"]);
     let r = c.q(&["BGREWRITEAOF"]);
     assert!(!r.is_error(), "{r:?}");
-    wait_until(Duration::from_secs(20), "AOF rewrite", || {
-        info_value(&s.info("persistence"), "aof_rewrite_in_progress").as_deref() == Some("0")
-            && info_value(&s.info("persistence"), "aof_rewrite_scheduled").as_deref() == Some("0")
-    });
+    common::tc::wait_for_aof_rewrite(&s);
     // Commands after the rewrite land in the incremental AOF.
     fixture(&mut c);
     assert_eq!(c.q(&["TCACHE.DEL", "gone"]).as_int(), 1);

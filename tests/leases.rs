@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use common::tc::get;
+use common::tc::{get, stat};
 use common::*;
 
 /// How long any reply that must come "at once" or "soon" may take before the
@@ -111,14 +111,6 @@ fn stale_token(reply: &Value, value: &str) -> String {
     let token = parts[2].as_str().to_string();
     assert_token_shape(&token, reply);
     token
-}
-
-fn stat(c: &mut Conn, name: &str) -> i64 {
-    let stats = c.q(&["TCACHE.STATS"]);
-    match stats.field(name) {
-        Some(v) => v.as_int(),
-        None => panic!("TCACHE.STATS has no {name}: {stats:?}"),
-    }
 }
 
 fn blocked_clients(s: &Server) -> i64 {

@@ -8,16 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::tc::{err, get, set};
+use common::tc::{assert_verified, err, exists, get, ok, set, stat};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[track_caller]
-fn ok(r: Value, what: &str) {
-    assert!(r.is_ok(), "{what} -> {r:?}");
-}
-
 /// `{"roles":[...],"permissions":[...]}`; names need no JSON escaping here.
 fn perm_json(roles: &[&str], perms: &[&str]) -> String {
     let list = |v: &[&str]| {
@@ -42,23 +38,7 @@ fn perm_set(c: &mut Conn, key: &str, roles: &[&str], perms: &[&str]) {
     );
 }
 
-fn exists(c: &mut Conn, key: &str) -> bool {
-    c.q(&["EXISTS", key]).as_int() == 1
-}
-
 #[track_caller]
-fn stat(c: &mut Conn, name: &str) -> i64 {
-    c.q(&["TCACHE.STATS"])
-        .field(name)
-        .unwrap_or_else(|| panic!("no {name} in STATS"))
-        .as_int()
-}
-
-#[track_caller]
-fn verified(c: &mut Conn) {
-    ok(c.q(&["TCACHE.VERIFY"]), "TCACHE.VERIFY");
-}
-
 /// Sends every command before reading the replies, in chunks.
 fn pipeline(c: &mut Conn, cmds: &[Vec<String>]) -> Vec<Value> {
     let mut out = Vec::with_capacity(cmds.len());
@@ -82,7 +62,7 @@ fn words(args: &[&str]) -> Vec<String> {
 /// existing or not as before), with VERIFY OK before and after.
 #[track_caller]
 fn invalrole_removes(c: &mut Conn, roles: &[&str], keys: &[&str], gone: &[&str]) {
-    verified(c);
+    assert_verified(c);
     let before: Vec<bool> = keys.iter().map(|k| exists(c, k)).collect();
     for g in gone {
         assert!(
@@ -101,7 +81,7 @@ fn invalrole_removes(c: &mut Conn, roles: &[&str], keys: &[&str], gone: &[&str])
         let want = was && !gone.contains(k);
         assert_eq!(exists(c, k), want, "{k} after PERM.INVALROLE {roles:?}");
     }
-    verified(c);
+    assert_verified(c);
 }
 
 /// u:1 admin+ops, u:2 ops, u:3 viewer, and a plain cache entry tagged with
@@ -183,7 +163,7 @@ fn permission_flow_1000_users_10_roles() {
         }
     }
     assert_eq!(app.q(&["DBSIZE"]).as_int(), (USERS - changed.len()) as i64);
-    verified(&mut app);
+    assert_verified(&mut app);
     let st = app.q(&["TCACHE.STATS"]);
     assert_eq!(
         st.field("perm_hits").unwrap().as_int(),
@@ -210,7 +190,7 @@ fn permission_flow_1000_users_10_roles() {
         Value::bulk(json_of(unchanged, "v1"))
     );
     assert_eq!(app.q(&["DBSIZE"]).as_int(), USERS as i64);
-    verified(&mut app);
+    assert_verified(&mut app);
 }
 
 // ---------------------------------------------------------------------------
@@ -245,7 +225,7 @@ fn perm_get_returns_the_json_exactly_as_stored_with_default_or_given_ttl() {
     assert_eq!(c.q(&["PERM.CHECK", "user:1", "users:write"]).as_int(), 0);
     let r = c.q(&["PERM.SET", "user:1", &other, "0"]);
     assert_eq!(err(&r), "ERR value is not an integer or out of range");
-    verified(&mut c);
+    assert_verified(&mut c);
 }
 
 #[test]
@@ -308,7 +288,7 @@ fn perm_set_refuses_a_wrong_shape_with_the_perm_gate_reason() {
     assert_eq!(c.q(&["PERM.GET", "user:1"]), Value::bulk(&good));
     assert!(c.q(&["TTL", "user:1"]).as_int() > 50);
     assert_eq!(c.q(&["DBSIZE"]).as_int(), 1);
-    verified(&mut c);
+    assert_verified(&mut c);
 }
 
 #[test]
@@ -491,7 +471,7 @@ fn perm_invalall_deletes_permission_entries_of_the_current_db_only() {
     assert!(get(&mut c, "page:1").is_some(), "cache entries stay");
     assert_eq!(c.q(&["GET", "str"]).as_str(), "x");
     assert_eq!(c.q(&["PERM.INVALALL"]).as_int(), 0);
-    verified(&mut c);
+    assert_verified(&mut c);
     ok(c.q(&["SELECT", "1"]), "SELECT 1");
     assert_eq!(c.q(&["PERM.CHECK", "u:9", "a:b"]).as_int(), 1);
     assert_eq!(c.q(&["PERM.INVALALL"]).as_int(), 1);
@@ -560,7 +540,7 @@ fn invalrole_refuses_with_noperm_and_deletes_nothing_when_a_role_reaches_other_t
     // The default user reaches everything.
     assert_eq!(admin.q(&["PERM.INVALROLE", "billing"]).as_int(), 2);
     assert_eq!(admin.q(&["DBSIZE"]).as_int(), 0);
-    verified(&mut admin);
+    assert_verified(&mut admin);
 }
 
 // ---------------------------------------------------------------------------
@@ -665,7 +645,7 @@ fn role_index_never_reaches_a_logically_expired_entry() {
     assert_eq!(c.q(&["PERM.INVALROLE", "ops"]).as_int(), 1, "u:1 only");
     assert!(!exists(&mut c, "u:1"));
     assert!(!exists(&mut c, "u:2"));
-    verified(&mut c);
+    assert_verified(&mut c);
     invalrole_removes(&mut c, &["viewer", "ops"], &FIXTURE_KEYS, &["u:3"]);
 }
 
@@ -709,7 +689,7 @@ fn role_index_follows_swapdb() {
 /// After a reload: the same users, roles, permissions and TTLs as before.
 #[track_caller]
 fn assert_fixture_reloaded(c: &mut Conn) {
-    verified(c);
+    assert_verified(c);
     assert_eq!(
         c.q(&["PERM.GET", "u:1"]),
         Value::bulk(perm_json(&["admin", "ops"], &["users:*", "reports:read"]))
@@ -772,7 +752,7 @@ fn permission_entries_and_role_invalidations_reach_a_replica() {
         r.q(&["DBSIZE"]).as_int() == 2
     });
     assert!(r.q(&["PERM.CHECK", "u:1", "users:write"]).is_nil());
-    verified(&mut r);
+    assert_verified(&mut r);
     // Promoted, its role index is exact.
     ok(r.q(&["REPLICAOF", "NO", "ONE"]), "promote");
     invalrole_removes(&mut r, &["admin", "ops"], &FIXTURE_KEYS, &[]);

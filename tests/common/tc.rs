@@ -83,3 +83,32 @@ pub fn tags_of(c: &mut Conn, key: &[u8]) -> Option<Vec<Vec<u8>>> {
 pub fn err(v: &Value) -> String {
     v.as_error().to_string()
 }
+
+/// Asserts an `OK` reply, naming `what` on failure.
+#[track_caller]
+pub fn ok(r: Value, what: &str) {
+    assert!(r.is_ok(), "{what} -> {r:?}");
+}
+
+pub fn exists(c: &mut Conn, key: &str) -> bool {
+    c.q(&["EXISTS", key]).as_int() == 1
+}
+
+/// One counter of TCACHE.STATS (RESP2 or RESP3).
+#[track_caller]
+pub fn stat(c: &mut Conn, name: &str) -> i64 {
+    let stats = c.q(&["TCACHE.STATS"]);
+    match stats.field(name) {
+        Some(v) => v.as_int(),
+        None => panic!("TCACHE.STATS has no {name}: {stats:?}"),
+    }
+}
+
+/// Waits until no AOF rewrite is running or scheduled.
+pub fn wait_for_aof_rewrite(s: &super::server::Server) {
+    super::server::wait_until(std::time::Duration::from_secs(20), "AOF rewrite", || {
+        let info = s.info("persistence");
+        let idle = |f: &str| super::server::info_value(&info, f).as_deref() == Some("0");
+        idle("aof_rewrite_in_progress") && idle("aof_rewrite_scheduled")
+    });
+}
