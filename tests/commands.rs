@@ -425,6 +425,13 @@ fn acl_restricted_user_cannot_delete_other_tenants_through_tag_or_prefix() {
     assert_tag(&mut admin, "shared", &["tenantB:1"]);
 }
 
+/// The value CONFIG GET gives for one config.
+fn get_cfg(c: &mut Conn, name: &str) -> String {
+    c.q(&["CONFIG", "GET", name]).as_array()[1]
+        .as_str()
+        .to_string()
+}
+
 #[test]
 fn configs_are_set_by_argument_by_config_line_and_by_config_set_within_range() {
     let s = Server::builder()
@@ -432,11 +439,6 @@ fn configs_are_set_by_argument_by_config_line_and_by_config_set_within_range() {
         .arg("tcache.max-tag-bytes", "100")
         .start();
     let mut c = s.conn();
-    let get_cfg = |c: &mut Conn, name: &str| {
-        c.q(&["CONFIG", "GET", name]).as_array()[1]
-            .as_str()
-            .to_string()
-    };
     assert_eq!(get_cfg(&mut c, "tcache.max-tags"), "7");
     assert_eq!(get_cfg(&mut c, "tcache.max-tag-bytes"), "100");
     assert_eq!(get_cfg(&mut c, "tcache.max-value-bytes"), "67108864");
@@ -478,11 +480,6 @@ fn every_config_is_settable_as_a_load_argument_and_wins_over_a_config_line() {
         .arg("tcache.max-tags", "9")
         .start();
     let mut c = s.conn();
-    let get_cfg = |c: &mut Conn, name: &str| {
-        c.q(&["CONFIG", "GET", name]).as_array()[1]
-            .as_str()
-            .to_string()
-    };
     assert_eq!(get_cfg(&mut c, "tcache.perm-ttl"), "60");
     assert_eq!(get_cfg(&mut c, "tcache.invalidation-channel"), "inval");
     assert_eq!(get_cfg(&mut c, "tcache.max-value-bytes"), "1048576");
