@@ -64,7 +64,7 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
         let expire = handle.expire_at();
         let db = api::selected_db(ctx);
         indexes::with_db(db, |ix| {
-            ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire)
+            ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire, e.seq)
         });
         // A value arrived by RENAME/MOVE/COPY/RESTORE: the lease is void and
         // the waiters get the value.

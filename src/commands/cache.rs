@@ -84,7 +84,7 @@ pub fn write_entry(
     let db = api::selected_db(ctx);
     if let Some(e) = key.entry() {
         indexes::with_db(db, |ix| {
-            ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire_at)
+            ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire_at, e.seq)
         })
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
     }
@@ -234,7 +234,7 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let db = api::selected_db(ctx);
     if let Slot::Entry(e) = slot_mut(&key) {
         indexes::with_db(db, |ix| {
-            ix.insert(args[1].as_slice(), e.space(), e.tags.iter(), NO_EXPIRE)
+            ix.insert(args[1].as_slice(), e.space(), e.tags.iter(), NO_EXPIRE, e.seq)
         })
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
     }

@@ -68,6 +68,7 @@ impl fmt::Debug for TagList {
     }
 }
 
+#[derive(Clone)]
 pub struct TagIter<'a>(&'a [u8]);
 
 impl<'a> Iterator for TagIter<'a> {

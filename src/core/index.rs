@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use crate::core::dead::Dead;
+
 pub type Key = Arc<[u8]>;
 
 /// No expiry, as `PTTL` says -1.
@@ -46,19 +48,25 @@ pub struct DbIndex {
     /// Sum of key and tag name bytes held, for the index_bytes statistic.
     name_bytes: usize,
     memberships: usize,
+    /// Invalidated entries not yet deleted, and the tombstones that kill them.
+    dead: Dead,
 }
 
 impl DbIndex {
-    /// Adds `key` with its tags. A key already present is replaced; callers
-    /// remove it first when they know its old tags, so this only guards
-    /// against a double insert.
+    /// Adds `key`, an entry written at `seq`, with its tags. A key already
+    /// present is replaced; callers remove it first when they know its old
+    /// tags, so this only guards against a double insert. An entry a pending
+    /// invalidation kills (one that arrives by RENAME, RESTORE, loading...) is
+    /// queued for deletion; returns whether it was.
     pub fn insert<'a>(
         &mut self,
         key: &[u8],
         space: Space,
-        tags: impl Iterator<Item = &'a [u8]>,
+        tags: impl Iterator<Item = &'a [u8]> + Clone,
         expire_at_ms: i64,
-    ) {
+        seq: u64,
+    ) -> bool {
+        let dead = self.dead.kills(key, space, tags.clone(), seq);
         if let Some(old) = self.keys.get(key).copied() {
             self.drop_id(old.space, old.id);
             self.keys.remove(key);
@@ -90,6 +98,10 @@ impl DbIndex {
             }
             self.memberships += 1;
         }
+        if dead {
+            self.dead.queue_one(id);
+        }
+        dead
     }
 
     fn space(&self, space: Space) -> &HashMap<Box<[u8]>, BTreeSet<u64>> {
@@ -113,6 +125,7 @@ impl DbIndex {
         };
         self.name_bytes -= key.len();
         self.ids.remove(&rec.id);
+        self.dead.forget(rec.id);
         for tag in tags {
             self.unlink_tag(rec.space, tag, rec.id);
         }
@@ -140,6 +153,7 @@ impl DbIndex {
     /// Forgets an id whose tags are unknown: the slow path of a double insert.
     fn drop_id(&mut self, space: Space, id: u64) {
         self.ids.remove(&id);
+        self.dead.forget(id);
         let holding: Vec<Box<[u8]>> = self
             .space(space)
             .iter()
@@ -161,9 +175,14 @@ impl DbIndex {
         }
     }
 
-    /// Entries indexed, including ones expired but not yet deleted.
+    /// Entries indexed, including ones expired or invalidated but not yet deleted.
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Entries not killed by an invalidation (expired ones included).
+    pub fn live_len(&self) -> usize {
+        self.keys.len() - self.dead.pending()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -178,13 +197,14 @@ impl DbIndex {
     pub fn keys_in_space(&self, space: Space) -> Vec<Key> {
         self.keys
             .iter()
-            .filter(|(_, rec)| rec.space == space)
+            .filter(|(_, rec)| rec.space == space && !self.dead.contains(rec.id))
             .map(|(k, _)| k.clone())
             .collect()
     }
 
     /// Every key carrying any of `tags` (or roles), each once, expired ones
-    /// included (deleting those is harmless: Redis expires them on access).
+    /// included (deleting those is harmless: Redis expires them on access),
+    /// dead ones not (they are already gone for every reader).
     pub fn keys_with_any(&self, space: Space, tags: &[&[u8]]) -> Vec<Key> {
         let mut ids: Vec<u64> = Vec::new();
         for tag in tags {
@@ -197,7 +217,86 @@ impl DbIndex {
             ids.dedup();
         }
         ids.iter()
+            .filter(|id| !self.dead.contains(**id))
             .filter_map(|id| self.ids.get(id).cloned())
+            .collect()
+    }
+
+    /// Upper bound of the entries an invalidation of `names` would kill.
+    pub fn label_size(&self, space: Space, names: &[&[u8]]) -> usize {
+        let map = self.space(space);
+        names
+            .iter()
+            .filter_map(|n| map.get(*n))
+            .map(BTreeSet::len)
+            .sum()
+    }
+
+    /// Invalidates `names` at `seq` in O(1) per name: each one's member set
+    /// leaves the index whole and waits for the reclaimer, and a tombstone makes
+    /// every entry in it dead for readers at once. Returns the entries killed.
+    pub fn invalidate(&mut self, space: Space, names: &[&[u8]], seq: u64) -> usize {
+        let mut all: BTreeSet<u64> = BTreeSet::new();
+        for name in names {
+            self.dead.bury(Some(space), name, seq);
+            let Some(mut set) = self.space_mut(space).remove(*name) else {
+                continue;
+            };
+            self.memberships -= set.len();
+            self.name_bytes -= name.len();
+            if set.len() > all.len() {
+                std::mem::swap(&mut set, &mut all);
+            }
+            all.extend(set);
+        }
+        self.dead.queue(all)
+    }
+
+    /// Ids of the live entries whose key starts with `prefix`, in key order.
+    pub fn prefix_ids(&self, prefix: &[u8]) -> Vec<u64> {
+        self.keys
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, rec)| rec.id)
+            .filter(|id| !self.dead.contains(*id))
+            .collect()
+    }
+
+    /// Invalidates every entry under `prefix` at `seq`; `ids` are theirs
+    /// (from `prefix_ids`). Returns the entries killed.
+    pub fn invalidate_prefix(&mut self, prefix: &[u8], ids: Vec<u64>, seq: u64) -> usize {
+        self.dead.bury(None, prefix, seq);
+        self.dead.queue(ids.into_iter().collect())
+    }
+
+    /// Replays a persisted or replicated tombstone (no entries are queued
+    /// here: loading queues each dead entry as it arrives).
+    pub fn bury(&mut self, space: Option<Space>, name: &[u8], seq: u64) {
+        self.dead.bury(space, name, seq);
+    }
+
+    pub fn dead(&self) -> &Dead {
+        &self.dead
+    }
+
+    /// Takes up to `n` dead entries off the reclaim queue.
+    pub fn pop_dead(&mut self, n: usize) -> Vec<Key> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some(id) = self.dead.pop() else { break };
+            if let Some(k) = self.ids.get(&id) {
+                out.push(k.clone());
+            }
+        }
+        out
+    }
+
+    /// Keys of the dead entries still in the database.
+    pub fn dead_keys(&self) -> BTreeSet<Vec<u8>> {
+        self.keys
+            .iter()
+            .filter(|(_, rec)| self.dead.contains(rec.id))
+            .map(|(k, _)| k.to_vec())
             .collect()
     }
 
@@ -212,6 +311,9 @@ impl DbIndex {
     }
 
     fn live_key(&self, id: u64, now_ms: i64) -> Option<&Key> {
+        if self.dead.contains(id) {
+            return None;
+        }
         let key = self.ids.get(&id)?;
         let rec = self.keys.get(key)?;
         is_live(rec.expire_at_ms, now_ms).then_some(key)
@@ -254,12 +356,16 @@ impl DbIndex {
     /// key -> its labels as the index sees them (`label_name` distinguishes
     /// roles from tags).
     pub fn snapshot(&self) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
-        let mut out: BTreeMap<Vec<u8>, Vec<Vec<u8>>> =
-            self.keys.keys().map(|k| (k.to_vec(), Vec::new())).collect();
+        let mut out: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = self
+            .keys
+            .iter()
+            .filter(|(_, rec)| !self.dead.contains(rec.id))
+            .map(|(k, _)| (k.to_vec(), Vec::new()))
+            .collect();
         let mut dangling = 0usize;
         for space in [Space::Tags, Space::Roles] {
             for (tag, set) in self.space(space) {
-                for id in set {
+                for id in set.iter().filter(|id| !self.dead.contains(**id)) {
                     match self.ids.get(id).and_then(|k| out.get_mut(&k[..])) {
                         Some(tags) => tags.push(label_name(space, tag)),
                         None => dangling += 1,
@@ -289,6 +395,7 @@ impl DbIndex {
             + self.keys.len() * (key_slot + 16 + id_slot + 1)
             + (self.tags.len() + self.roles.len()) * (tag_slot + 1)
             + self.memberships * 9
+            + self.dead.heap_bytes()
     }
 }
 
@@ -304,7 +411,7 @@ pub fn label_name(space: Space, name: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn t<'a>(s: &'a [&'static str]) -> impl Iterator<Item = &'static [u8]> + 'a {
+    fn t<'a>(s: &'a [&'static str]) -> impl Iterator<Item = &'static [u8]> + Clone + 'a {
         s.iter().map(|x| x.as_bytes())
     }
 
@@ -320,8 +427,8 @@ mod tests {
     #[test]
     fn insert_and_remove_keep_tags_exact() {
         let mut ix = DbIndex::default();
-        ix.insert(b"k1", Space::Tags, t(&["a", "b"]), NO_EXPIRE);
-        ix.insert(b"k2", Space::Tags, t(&["b"]), NO_EXPIRE);
+        ix.insert(b"k1", Space::Tags, t(&["a", "b"]), NO_EXPIRE, 1);
+        ix.insert(b"k2", Space::Tags, t(&["b"]), NO_EXPIRE, 1);
         assert_eq!(ix.tag_card(b"a", 0), 1);
         assert_eq!(ix.tag_card(b"b", 0), 2);
         assert!(ix.remove(b"k1", t(&["a", "b"])));
@@ -336,8 +443,8 @@ mod tests {
     #[test]
     fn double_insert_does_not_leave_dangling_ids() {
         let mut ix = DbIndex::default();
-        ix.insert(b"k", Space::Tags, t(&["a"]), NO_EXPIRE);
-        ix.insert(b"k", Space::Tags, t(&["b"]), NO_EXPIRE);
+        ix.insert(b"k", Space::Tags, t(&["a"]), NO_EXPIRE, 1);
+        ix.insert(b"k", Space::Tags, t(&["b"]), NO_EXPIRE, 1);
         assert_eq!(ix.tag_card(b"a", 0), 0);
         assert_eq!(ix.tag_count(), 1);
         let snap = ix.snapshot();
@@ -347,8 +454,8 @@ mod tests {
     #[test]
     fn roles_and_tags_are_separate_namespaces() {
         let mut ix = DbIndex::default();
-        ix.insert(b"perm:1", Space::Roles, t(&["admin"]), NO_EXPIRE);
-        ix.insert(b"page", Space::Tags, t(&["admin"]), NO_EXPIRE);
+        ix.insert(b"perm:1", Space::Roles, t(&["admin"]), NO_EXPIRE, 1);
+        ix.insert(b"page", Space::Tags, t(&["admin"]), NO_EXPIRE, 1);
         assert_eq!(
             names(ix.keys_with_any(Space::Roles, &[b"admin"])),
             vec!["perm:1"]
@@ -369,9 +476,9 @@ mod tests {
     #[test]
     fn union_of_tags_counts_each_key_once() {
         let mut ix = DbIndex::default();
-        ix.insert(b"k1", Space::Tags, t(&["a", "b"]), NO_EXPIRE);
-        ix.insert(b"k2", Space::Tags, t(&["b"]), NO_EXPIRE);
-        ix.insert(b"k3", Space::Tags, t(&["c"]), NO_EXPIRE);
+        ix.insert(b"k1", Space::Tags, t(&["a", "b"]), NO_EXPIRE, 1);
+        ix.insert(b"k2", Space::Tags, t(&["b"]), NO_EXPIRE, 1);
+        ix.insert(b"k3", Space::Tags, t(&["c"]), NO_EXPIRE, 1);
         assert_eq!(
             names(ix.keys_with_any(Space::Tags, &[b"a", b"b"])),
             vec!["k1", "k2"]
@@ -382,8 +489,8 @@ mod tests {
     #[test]
     fn expired_entries_are_not_counted_or_scanned() {
         let mut ix = DbIndex::default();
-        ix.insert(b"old", Space::Tags, t(&["a"]), 1000);
-        ix.insert(b"new", Space::Tags, t(&["a"]), 5000);
+        ix.insert(b"old", Space::Tags, t(&["a"]), 1000, 1);
+        ix.insert(b"new", Space::Tags, t(&["a"]), 5000, 1);
         assert_eq!(ix.tag_card(b"a", 1000), 2);
         assert_eq!(ix.tag_card(b"a", 1001), 1);
         let (_, keys) = ix.tag_scan(b"a", 0, 10, 2000);
@@ -401,6 +508,7 @@ mod tests {
                 Space::Tags,
                 t(&["a"]),
                 NO_EXPIRE,
+                1,
             );
         }
         let mut seen = Vec::new();
@@ -418,6 +526,7 @@ mod tests {
                 Space::Tags,
                 t(&["a"]),
                 NO_EXPIRE,
+                1,
             );
             if next == 0 {
                 break;
@@ -434,10 +543,79 @@ mod tests {
     }
 
     #[test]
+    fn an_invalidated_tag_leaves_the_index_at_once_and_is_reclaimed() {
+        let mut ix = DbIndex::default();
+        for i in 0..10u64 {
+            let tags: &[&str] = if i % 2 == 0 {
+                &["big", "even"]
+            } else {
+                &["big"]
+            };
+            ix.insert(
+                format!("k{i}").as_bytes(),
+                Space::Tags,
+                t(tags),
+                NO_EXPIRE,
+                i + 1,
+            );
+        }
+        assert_eq!(ix.label_size(Space::Tags, &[b"big", b"even"]), 15);
+        assert_eq!(ix.invalidate(Space::Tags, &[b"big", b"even"], 100), 10);
+        assert_eq!(ix.live_len(), 0);
+        assert_eq!(
+            ix.tag_card(b"even", 0),
+            0,
+            "dead members of other tags hide"
+        );
+        assert!(ix.keys_with_any(Space::Tags, &[b"even"]).is_empty());
+        assert!(ix.snapshot().is_empty());
+        assert_eq!(ix.dead_keys().len(), 10);
+        // Written after the invalidation: alive.
+        assert!(!ix.insert(b"new", Space::Tags, t(&["big"]), NO_EXPIRE, 101));
+        // Arriving with an older write (RESTORE of a dump): dead, queued.
+        assert!(ix.insert(b"old", Space::Tags, t(&["big"]), NO_EXPIRE, 50));
+        assert_eq!(ix.dead().pending(), 11);
+        let mut reclaimed = 0;
+        loop {
+            let keys = ix.pop_dead(4);
+            if keys.is_empty() {
+                break;
+            }
+            for k in keys {
+                let tags: &[&str] = &["big", "even"];
+                assert!(ix.remove(&k, t(tags)));
+                reclaimed += 1;
+            }
+        }
+        assert_eq!(reclaimed, 11);
+        assert!(ix.dead().is_clear());
+        assert_eq!(ix.len(), 1);
+        assert_eq!(ix.tag_card(b"big", 0), 1);
+        assert_eq!(ix.tag_count(), 1);
+    }
+
+    #[test]
+    fn a_prefix_invalidation_kills_only_older_entries_under_it() {
+        let mut ix = DbIndex::default();
+        for k in [&b"p:1"[..], b"p:2", b"q:1"] {
+            ix.insert(k, Space::Tags, t(&["a"]), NO_EXPIRE, 1);
+        }
+        let ids = ix.prefix_ids(b"p:");
+        assert_eq!(ix.invalidate_prefix(b"p:", ids, 10), 2);
+        assert!(ix.dead().kills(b"p:3", Space::Tags, t(&[]), 9));
+        assert!(!ix.dead().kills(b"p:3", Space::Tags, t(&[]), 11));
+        assert_eq!(ix.tag_card(b"a", 0), 1);
+        assert!(ix.prefix_ids(b"p:").is_empty(), "already dead");
+        // A dead entry deleted by someone else no longer waits.
+        assert!(ix.remove(b"p:1", t(&["a"])));
+        assert_eq!(ix.dead().pending(), 1);
+    }
+
+    #[test]
     fn prefix_lookup_is_ordered_and_exact() {
         let mut ix = DbIndex::default();
         for k in [&b"p:1"[..], b"p:2", b"p", b"q:1", b"p:\xff", b"p\xff"] {
-            ix.insert(k, Space::Tags, t(&[]), NO_EXPIRE);
+            ix.insert(k, Space::Tags, t(&[]), NO_EXPIRE, 1);
         }
         let got: Vec<Vec<u8>> = ix
             .keys_with_prefix(b"p:")
