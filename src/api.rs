@@ -4,7 +4,7 @@
 
 use std::ffi::{c_char, c_int, c_longlong, CStr};
 
-use redis_module::{raw, Context, RedisString};
+use redis_module::{raw, Context, RedisString, RedisValue};
 
 use crate::core::entry::Entry;
 use crate::core::index::NO_EXPIRE;
@@ -217,6 +217,47 @@ impl Caller {
     }
 }
 
+/// Whether the current user may delete every key (key pattern `~*`), so that
+/// an invalidation need not check its keys one by one. Internal clients (AOF,
+/// master) may.
+pub fn may_delete_any_key(ctx: &Context) -> bool {
+    // SAFETY: GetCurrentUserName returns a new string (or NULL), freed below.
+    let name = unsafe {
+        let Some(get) = raw::RedisModule_GetCurrentUserName else {
+            return false;
+        };
+        let p = get(ctx.ctx);
+        if p.is_null() {
+            return true;
+        }
+        let n = String::from_utf8(bytes_of(p).to_vec());
+        if let Some(free) = raw::RedisModule_FreeString {
+            free(ctx.ctx, p);
+        }
+        n
+    };
+    let Ok(name) = name else {
+        return false;
+    };
+    // ACL GETUSER answers name/value pairs; `keys` is "~*" for a user with
+    // read and write access to every key.
+    let Ok(RedisValue::Array(fields)) = ctx.call("ACL", &["GETUSER", name.as_str()]) else {
+        return false;
+    };
+    let text = |v: &RedisValue| match v {
+        RedisValue::SimpleString(s) => Some(s.as_bytes().to_vec()),
+        RedisValue::BulkString(s) => Some(s.as_bytes().to_vec()),
+        RedisValue::BulkRedisString(s) => Some(s.as_slice().to_vec()),
+        RedisValue::StringBuffer(b) => Some(b.clone()),
+        _ => None,
+    };
+    fields
+        .chunks(2)
+        .find(|pair| text(&pair[0]).as_deref() == Some(b"keys"))
+        .and_then(|pair| pair.get(1).and_then(text))
+        .is_some_and(|v| v == b"~*")
+}
+
 impl Drop for Caller {
     fn drop(&mut self) {
         // SAFETY: the user was returned by GetModuleUserFromUserName and is freed once.
@@ -275,21 +316,40 @@ pub fn replicate_apply(ctx: &Context, key: &RedisString, blob: &[u8], expire_at_
 pub fn replicate_del(ctx: &Context, keys: &[RedisString]) {
     const CHUNK: usize = 1024;
     for chunk in keys.chunks(CHUNK) {
-        let mut argv: Vec<*mut raw::RedisModuleString> = chunk.iter().map(|k| k.inner).collect();
-        // SAFETY: "v" takes an array of RedisModuleString pointers and its length;
-        // every pointer is a live string owned by `keys` for the whole call.
-        unsafe {
-            if let Some(rep) = raw::RedisModule_Replicate {
-                rep(
-                    ctx.ctx,
-                    cstr(b"DEL\0"),
-                    cstr(b"v\0"),
-                    argv.as_mut_ptr(),
-                    argv.len(),
-                );
-            }
+        replicate_argv(ctx, b"DEL\0", chunk);
+    }
+}
+
+/// Replicates `TCACHE.APPLYINVAL seq kind name ...`: a logical invalidation.
+pub fn replicate_invalidation(ctx: &Context, seq: u64, kind: &[u8], names: &[&[u8]]) {
+    let mut argv = vec![string(ctx, seq.to_string().as_bytes()), string(ctx, kind)];
+    argv.extend(names.iter().map(|n| string(ctx, n)));
+    replicate_argv(ctx, b"TCACHE.APPLYINVAL\0", &argv);
+}
+
+/// Replicates `command` (NUL-terminated) with `args`.
+fn replicate_argv(ctx: &Context, command: &'static [u8], args: &[RedisString]) {
+    let mut argv: Vec<*mut raw::RedisModuleString> = args.iter().map(|k| k.inner).collect();
+    // SAFETY: "v" takes an array of RedisModuleString pointers and its length;
+    // every pointer is a live string owned by `args` for the whole call, and
+    // `command` ends with NUL.
+    unsafe {
+        if let Some(rep) = raw::RedisModule_Replicate {
+            rep(
+                ctx.ctx,
+                cstr(command),
+                cstr(b"v\0"),
+                argv.as_mut_ptr(),
+                argv.len(),
+            );
         }
     }
+}
+
+/// The database of the key an RDB/AOF callback is working on (0 if unknown).
+pub fn db_of_io(io: *mut raw::RedisModuleIO) -> i32 {
+    // SAFETY: `io` is the live IO context Redis passed to the callback.
+    unsafe { raw::RedisModule_GetDbIdFromIO.map_or(0, |f| f(io)) }
 }
 
 /// Emits `TCACHE.APPLY key blob` into an AOF rewrite.

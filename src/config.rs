@@ -56,12 +56,47 @@ pub const PERM_TTL_CFG: NumericConfig = NumericConfig {
     memory: false,
 };
 
-pub const NUMERIC: [&NumericConfig; 4] = [
+/// Invalidations that name at most this many entries delete them inside the
+/// command; larger ones are logical, and the reclaimer deletes in the background.
+pub static INVAL_SYNC_MAX: AtomicI64 = AtomicI64::new(128);
+
+pub const INVAL_SYNC_MAX_CFG: NumericConfig = NumericConfig {
+    name: "inval-sync-max",
+    value: &INVAL_SYNC_MAX,
+    default: 128,
+    min: 0,
+    max: i64::MAX,
+    memory: false,
+};
+
+/// Microseconds of work per reclaimer slice; 0 pauses the reclaimer.
+pub static RECLAIM_BUDGET_US: AtomicI64 = AtomicI64::new(1000);
+
+pub const RECLAIM_BUDGET_US_CFG: NumericConfig = NumericConfig {
+    name: "reclaim-budget-us",
+    value: &RECLAIM_BUDGET_US,
+    default: 1000,
+    min: 0,
+    max: 100_000,
+    memory: false,
+};
+
+pub const NUMERIC: [&NumericConfig; 6] = [
     &MAX_TAGS_CFG,
     &MAX_TAG_BYTES_CFG,
     &MAX_VALUE_BYTES_CFG,
     &PERM_TTL_CFG,
+    &INVAL_SYNC_MAX_CFG,
+    &RECLAIM_BUDGET_US_CFG,
 ];
+
+pub fn inval_sync_max() -> usize {
+    usize::try_from(INVAL_SYNC_MAX.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+}
+
+pub fn reclaim_budget_us() -> u64 {
+    u64::try_from(RECLAIM_BUDGET_US.load(Ordering::Relaxed)).unwrap_or(0)
+}
 
 /// `tcache.invalidation-channel`: empty means off.
 pub static INVALIDATION_CHANNEL: Mutex<String> = Mutex::new(String::new());

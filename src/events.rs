@@ -14,6 +14,7 @@ use crate::blocking;
 use crate::guard;
 use crate::indexes;
 use crate::leases;
+use crate::reclaim;
 
 /// Subscribes to everything the indexes depend on.
 pub fn subscribe(ctx: &Context) -> Result<(), &'static str> {
@@ -63,9 +64,13 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
     if let Some(e) = handle.entry() {
         let expire = handle.expire_at();
         let db = api::selected_db(ctx);
-        indexes::with_db(db, |ix| {
+        let dead = indexes::with_db(db, |ix| {
             ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire, e.seq)
         });
+        if dead == Some(true) {
+            // Written before a pending invalidation that kills it.
+            reclaim::start(ctx);
+        }
         // A value arrived by RENAME/MOVE/COPY/RESTORE: the lease is void and
         // the waiters get the value.
         leases::revoke(db, name.as_slice());

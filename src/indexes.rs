@@ -1,10 +1,49 @@
 //! The live indexes of every database, in module memory.
 
-use crate::core::index::DbIndex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::core::entry::Entry;
+use crate::core::index::{DbIndex, Space};
 use crate::per_db::PerDb;
 use crate::stats::IndexFigures;
 
 static INDEXES: PerDb<DbIndex> = PerDb::new();
+
+/// False only when no database holds a tombstone: lets every read skip the
+/// dead-entry check. Set by each invalidation, cleared by the reclaimer.
+static ANY_TOMBS: AtomicBool = AtomicBool::new(false);
+
+/// Some database may hold tombstones from now on.
+pub fn note_tombs() {
+    ANY_TOMBS.store(true, Ordering::Relaxed);
+}
+
+/// Clears the flag if no database holds a tombstone; returns whether any does.
+pub fn recheck_tombs() -> bool {
+    let any = INDEXES
+        .with_all(|all| all.iter().any(|ix| !ix.dead().is_clear()))
+        .unwrap_or(true);
+    ANY_TOMBS.store(any, Ordering::Relaxed);
+    any
+}
+
+/// Some database may hold a tombstone.
+pub fn any_tombs() -> bool {
+    ANY_TOMBS.load(Ordering::Relaxed)
+}
+
+/// Whether entry `e` stored under `key` in database `db` was killed by an
+/// invalidation (and waits for the reclaimer): every read path treats it as
+/// missing.
+pub fn is_dead(db: i32, key: &[u8], e: &Entry) -> bool {
+    if !ANY_TOMBS.load(Ordering::Relaxed) {
+        return false;
+    }
+    with_db(db, |ix| {
+        ix.dead().kills(key, e.space(), e.tags.iter(), e.seq)
+    })
+    .unwrap_or(false)
+}
 
 /// Runs `f` on the index of database `db`; `None` if the index is busy.
 pub fn with_db<R>(db: i32, f: impl FnOnce(&mut DbIndex) -> R) -> Option<R> {
@@ -34,13 +73,47 @@ pub fn db_count() -> usize {
 pub fn figures() -> IndexFigures {
     INDEXES
         .with_all(|all| IndexFigures {
-            entries: all.iter().map(|ix| ix.len() as u64).sum(),
+            entries: all.iter().map(|ix| ix.live_len() as u64).sum(),
+            reclaim_pending: all.iter().map(|ix| ix.dead().pending() as u64).sum(),
             tags: all.iter().map(|ix| ix.tag_count() as u64).sum(),
             index_bytes: all.iter().map(|ix| ix.heap_bytes() as u64).sum(),
         })
         .unwrap_or(IndexFigures {
             entries: 0,
+            reclaim_pending: 0,
             tags: 0,
             index_bytes: 0,
         })
+}
+
+/// Databases with dead entries waiting for the reclaimer.
+pub fn pending_dbs() -> Vec<i32> {
+    INDEXES
+        .with_all(|all| {
+            (0..all.len())
+                .filter(|i| all[*i].dead().pending() > 0)
+                .filter_map(|i| i32::try_from(i).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every tombstone with its database, for RDB aux data.
+pub fn tombs() -> Vec<(i32, Option<Space>, Vec<u8>, u64)> {
+    INDEXES
+        .with_all(|all| {
+            let mut out = Vec::new();
+            for (db, ix) in all.iter().enumerate() {
+                let Ok(db) = i32::try_from(db) else { continue };
+                out.extend(ix.dead().tombs().into_iter().map(|(s, n, q)| (db, s, n, q)));
+            }
+            out
+        })
+        .unwrap_or_default()
+}
+
+/// Replays a loaded tombstone.
+pub fn bury(db: i32, space: Option<Space>, name: &[u8], seq: u64) {
+    with_db(db, |ix| ix.bury(space, name, seq));
+    note_tombs();
 }

@@ -16,6 +16,7 @@ mod guard;
 mod indexes;
 mod leases;
 mod per_db;
+mod reclaim;
 mod seq;
 mod stats;
 mod store;
@@ -25,7 +26,8 @@ use redis_module::{raw, redis_module, Context, RedisString, Status};
 
 use commands::{admin, cache, fetch, gate, inval, perm, query};
 use config::{
-    INVALIDATION_CHANNEL, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG, MAX_VALUE_BYTES_CFG, PERM_TTL_CFG,
+    INVALIDATION_CHANNEL, INVAL_SYNC_MAX_CFG, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG, MAX_VALUE_BYTES_CFG,
+    PERM_TTL_CFG, RECLAIM_BUDGET_US_CFG,
 };
 use store::ENTRY_TYPE;
 
@@ -75,6 +77,8 @@ redis_module! {
         ["tcache.tags", guarded!(cache::tags), "readonly fast", 1, 1, 1, ""],
         // TCACHE.INVALTAG tag [tag ...]
         ["tcache.invaltag", guarded!(inval::invaltag), "write", 0, 0, 0, ""],
+        // TCACHE.APPLYINVAL seq TAG|ROLE|PREFIX name [name ...] (replication and AOF only)
+        ["tcache.applyinval", guarded!(inval::applyinval), "write", 0, 0, 0, ""],
         // TCACHE.INVALPREFIX prefix
         ["tcache.invalprefix", guarded!(inval::invalprefix), "write", 0, 0, 0, ""],
         // TCACHE.TAGCARD tag
@@ -120,6 +124,8 @@ redis_module! {
             ["max-tag-bytes", MAX_TAG_BYTES_CFG.value, MAX_TAG_BYTES_CFG.default, MAX_TAG_BYTES_CFG.min, MAX_TAG_BYTES_CFG.max, ConfigurationFlags::DEFAULT, None],
             ["max-value-bytes", MAX_VALUE_BYTES_CFG.value, MAX_VALUE_BYTES_CFG.default, MAX_VALUE_BYTES_CFG.min, MAX_VALUE_BYTES_CFG.max, ConfigurationFlags::MEMORY, None],
             ["perm-ttl", PERM_TTL_CFG.value, PERM_TTL_CFG.default, PERM_TTL_CFG.min, PERM_TTL_CFG.max, ConfigurationFlags::DEFAULT, None],
+            ["inval-sync-max", INVAL_SYNC_MAX_CFG.value, INVAL_SYNC_MAX_CFG.default, INVAL_SYNC_MAX_CFG.min, INVAL_SYNC_MAX_CFG.max, ConfigurationFlags::DEFAULT, None],
+            ["reclaim-budget-us", RECLAIM_BUDGET_US_CFG.value, RECLAIM_BUDGET_US_CFG.default, RECLAIM_BUDGET_US_CFG.min, RECLAIM_BUDGET_US_CFG.max, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
             ["invalidation-channel", &INVALIDATION_CHANNEL, "", ConfigurationFlags::DEFAULT, None],

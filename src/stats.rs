@@ -42,8 +42,11 @@ pub static WAITS: Counter = Counter::new();
 pub static WAIT_TIMEOUTS: Counter = Counter::new();
 /// Stale values served by FETCH.
 pub static STALE_SERVED: Counter = Counter::new();
+/// Dead entries the reclaimer deleted.
+pub static RECLAIMED: Counter = Counter::new();
 
-const RESETTABLE: [&Counter; 13] = [
+const RESETTABLE: [&Counter; 14] = [
+    &RECLAIMED,
     &LEASES_GRANTED,
     &LEASE_SETS_REFUSED,
     &WAITS,
@@ -81,6 +84,8 @@ pub enum Figure {
 /// Index figures, computed from the indexes.
 pub struct IndexFigures {
     pub entries: u64,
+    /// Entries killed by an invalidation, not yet deleted by the reclaimer.
+    pub reclaim_pending: u64,
     pub tags: u64,
     pub index_bytes: u64,
 }
@@ -111,6 +116,8 @@ pub fn figures(ix: &IndexFigures) -> Vec<(&'static str, Figure)> {
         ("wait_timeouts", Figure::Count(WAIT_TIMEOUTS.get())),
         ("stale_served", Figure::Count(STALE_SERVED.get())),
         ("index_bytes", Figure::Count(ix.index_bytes)),
+        ("reclaim_pending", Figure::Count(ix.reclaim_pending)),
+        ("reclaimed", Figure::Count(RECLAIMED.get())),
     ]
 }
 

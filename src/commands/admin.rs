@@ -5,7 +5,9 @@ use std::ffi::{c_int, c_long};
 use redis_module::key::RedisKey;
 use redis_module::{raw, Context, KeysCursor, RedisError, RedisResult, RedisString, RedisValue};
 
-use super::{gate, slot, Slot};
+use std::collections::BTreeSet;
+
+use super::{gate, is_dead, slot, Slot};
 use crate::api;
 use crate::core::index::label_name;
 use crate::core::verify::{self, Snapshot};
@@ -26,9 +28,13 @@ pub fn verify(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let original = api::selected_db(ctx);
     let mut db = 0;
     while api::select_db(ctx, db) {
-        let rebuilt = rebuild(ctx);
-        let live = indexes::with_db(db, |ix| ix.snapshot()).unwrap_or_default();
+        let (rebuilt, dead) = rebuild(ctx);
+        let (live, queued) =
+            indexes::with_db(db, |ix| (ix.snapshot(), ix.dead_keys())).unwrap_or_default();
         if let Some(d) = verify::diff(db, &live, &rebuilt) {
+            problems.push(d);
+        }
+        if let Some(d) = verify::diff_dead(db, &queued, &dead) {
             problems.push(d);
         }
         db += 1;
@@ -52,12 +58,19 @@ pub fn verify(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
 }
 
-/// Every entry of the selected database with its tags, read from the keyspace.
-fn rebuild(ctx: &Context) -> Snapshot {
+/// Every live entry of the selected database with its tags, and the keys of
+/// the dead ones (killed by an invalidation, not yet reclaimed), read from the
+/// keyspace.
+fn rebuild(ctx: &Context) -> (Snapshot, BTreeSet<Vec<u8>>) {
     let mut out = Snapshot::new();
+    let mut dead = BTreeSet::new();
     let cursor = KeysCursor::new();
-    let collect = |_ctx: &Context, name: &RedisString, key: Option<&RedisKey>| {
+    let collect = |ctx: &Context, name: &RedisString, key: Option<&RedisKey>| {
         if let Some(Slot::Entry(e)) = key.map(slot) {
+            if is_dead(ctx, name.as_slice(), e) {
+                dead.insert(name.as_slice().to_vec());
+                return;
+            }
             out.insert(
                 name.as_slice().to_vec(),
                 e.tags.iter().map(|t| label_name(e.space(), t)).collect(),
@@ -69,7 +82,8 @@ fn rebuild(ctx: &Context) -> Snapshot {
     let cell = std::cell::RefCell::new(collect);
     let step = |c: &Context, n: &RedisString, k: Option<&RedisKey>| (cell.borrow_mut())(c, n, k);
     while cursor.scan(ctx, &step) {}
-    out
+    drop(cell);
+    (out, dead)
 }
 
 /// TCACHE.STATS [RESET]

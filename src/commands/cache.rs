@@ -6,7 +6,7 @@ use redis_module::{
     raw, Context, ContextFlags, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
 };
 
-use super::{bytes, entry_or_wrongtype, slot, slot_mut, Slot};
+use super::{bytes, entry_or_wrongtype, read, slot, slot_mut, Slot};
 use crate::api;
 use crate::blocking;
 use crate::config;
@@ -63,7 +63,7 @@ pub fn write_entry(
     if condition != Condition::Always {
         // Decide on a read-only look: a write refused by NX/XX must not count as
         // a modification for WATCH or client tracking.
-        let exists = match slot(&ctx.open_key(name)) {
+        let exists = match read(ctx, name.as_slice(), &ctx.open_key(name)) {
             Slot::Entry(_) => true,
             Slot::Missing => false,
             Slot::Other => return Err(errors::wrongtype()),
@@ -114,7 +114,7 @@ pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let key = ctx.open_key(&args[1]);
-    match entry_or_wrongtype(&key)? {
+    match entry_or_wrongtype(ctx, args[1].as_slice(), &key)? {
         Some(e) if !is_stale_now(e) => {
             stats::HITS.incr();
             reply_value(ctx, e);
@@ -135,7 +135,7 @@ pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     raw::reply_with_array(ctx.ctx, (args.len() - 1) as c_long);
     for name in &args[1..] {
         let key = ctx.open_key(name);
-        match slot(&key) {
+        match read(ctx, name.as_slice(), &key) {
             Slot::Entry(e) if !is_stale_now(e) => {
                 stats::HITS.incr();
                 reply_value(ctx, e);
@@ -177,7 +177,11 @@ pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// The index follows through the unlink hook. For keys a client named: it
 /// looks first, since opening a missing key for writing counts as modifying it.
 pub fn delete_entry(ctx: &Context, name: &RedisString) -> Result<bool, RedisError> {
-    if !matches!(slot(&ctx.open_key(name)), Slot::Entry(_)) {
+    // A dead entry is already gone for readers; the reclaimer deletes it.
+    if !matches!(
+        read(ctx, name.as_slice(), &ctx.open_key(name)),
+        Slot::Entry(_)
+    ) {
         return Ok(false);
     }
     delete_indexed(ctx, name)
@@ -202,7 +206,7 @@ pub fn tags(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let key = ctx.open_key(&args[1]);
-    Ok(match entry_or_wrongtype(&key)? {
+    Ok(match entry_or_wrongtype(ctx, args[1].as_slice(), &key)? {
         Some(e) => RedisValue::Array(
             e.tags
                 .iter()
@@ -233,10 +237,19 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     key.set_value(&ENTRY_TYPE, entry)?;
     let db = api::selected_db(ctx);
     if let Slot::Entry(e) = slot_mut(&key) {
-        indexes::with_db(db, |ix| {
-            ix.insert(args[1].as_slice(), e.space(), e.tags.iter(), NO_EXPIRE, e.seq)
+        let dead = indexes::with_db(db, |ix| {
+            ix.insert(
+                args[1].as_slice(),
+                e.space(),
+                e.tags.iter(),
+                NO_EXPIRE,
+                e.seq,
+            )
         })
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+        if dead {
+            crate::reclaim::start(ctx);
+        }
     }
     drop(key);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "tcache.set", &args[1]);

@@ -3,7 +3,7 @@
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use super::{bytes, key_names, keys_with_any, slot, slot_mut, Slot};
+use super::{bytes, key_names, keys_with_any, read, slot_mut, Slot};
 use crate::api::{self, Caller, EntryKey};
 use crate::blocking;
 use crate::core::entry::{encode, Entry};
@@ -47,7 +47,7 @@ pub fn lease_reply(token: u64) -> RedisValue {
 
 /// Whether `name` holds a fresh (not stale) entry.
 pub fn is_stored(ctx: &Context, name: &RedisString, now_ms: i64) -> bool {
-    matches!(slot(&ctx.open_key(name)), Slot::Entry(e) if !is_stale(e, now_ms))
+    matches!(read(ctx, name.as_slice(), &ctx.open_key(name)), Slot::Entry(e) if !is_stale(e, now_ms))
 }
 
 /// The answer to a FETCH of `name` right now, or `None` when the caller must
@@ -56,7 +56,7 @@ pub fn resolve(ctx: &Context, name: &RedisString, lease_ms: i64) -> Option<Redis
     let db = api::selected_db(ctx);
     let now = api::now_ms();
     let key = ctx.open_key(name);
-    match slot(&key) {
+    match read(ctx, name.as_slice(), &key) {
         Slot::Other => Some(Err(errors::wrongtype())),
         Slot::Entry(e) if !is_stale(e, now) => Some(Ok(RedisValue::Array(vec![
             word("HIT"),

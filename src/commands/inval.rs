@@ -1,19 +1,50 @@
-//! TCACHE.INVALTAG and TCACHE.INVALPREFIX: delete every entry an index names,
-//! in one command (atomic for every client), after checking the caller may
-//! delete each of them.
+//! TCACHE.INVALTAG, TCACHE.INVALPREFIX (and PERM.INVALROLE through
+//! `invalidate`): every entry a tag, role or key prefix names disappears in one
+//! step, atomic for every client.
+//!
+//! A small invalidation (at most `tcache.inval-sync-max` entries) deletes its
+//! entries inside the command. A larger one is logical: a tombstone kills the
+//! entries for every reader at once, in constant time, and the reclaimer
+//! deletes them in short slices afterwards (see `reclaim`). Replicas and the
+//! AOF get `TCACHE.APPLYINVAL` for the logical step, then the deletions.
 
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 use super::cache::delete_indexed;
-use super::{bytes, key_names, keys_with_any};
+use super::{bytes, key_names};
 use crate::api::{self, Caller};
 use crate::config;
 use crate::core::index::{Key, Space};
 use crate::errors;
 use crate::indexes;
 use crate::leases;
+use crate::reclaim;
 use crate::seq;
 use crate::stats;
+
+/// What an invalidation names.
+pub enum Target<'a> {
+    Labels(Space, Vec<&'a [u8]>),
+    Prefix(&'a [u8]),
+}
+
+impl Target<'_> {
+    /// The word `TCACHE.APPLYINVAL` uses for it.
+    fn kind(&self) -> &'static [u8] {
+        match self {
+            Target::Labels(Space::Tags, _) => b"TAG",
+            Target::Labels(Space::Roles, _) => b"ROLE",
+            Target::Prefix(_) => b"PREFIX",
+        }
+    }
+
+    fn names(&self) -> Vec<&[u8]> {
+        match self {
+            Target::Labels(_, names) => names.clone(),
+            Target::Prefix(p) => vec![p],
+        }
+    }
+}
 
 /// TCACHE.INVALTAG tag [tag ...]
 pub fn invaltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -22,8 +53,7 @@ pub fn invaltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let tags = bytes(&args[1..]);
     let db = api::selected_db(ctx);
-    let keys = keys_with_any(ctx, Space::Tags, &tags)?;
-    let reply = delete_all(ctx, &keys)?;
+    let reply = invalidate(ctx, Target::Labels(Space::Tags, tags.clone()))?;
     leases::note_tags(db, &tags, seq::next());
     publish(ctx, b"tag:", &tags);
     Ok(reply)
@@ -35,12 +65,91 @@ pub fn invalprefix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let db = api::selected_db(ctx);
-    let keys = indexes::with_db(db, |ix| ix.keys_with_prefix(args[1].as_slice()))
-        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
-    let reply = delete_all(ctx, &keys)?;
+    let reply = invalidate(ctx, Target::Prefix(args[1].as_slice()))?;
     leases::note_prefix(db, args[1].as_slice(), seq::next());
     publish(ctx, b"prefix:", &[args[1].as_slice()]);
     Ok(reply)
+}
+
+/// Kills every live entry `target` names in the selected database; replies
+/// with how many.
+pub fn invalidate(ctx: &Context, target: Target) -> RedisResult {
+    let db = api::selected_db(ctx);
+    let busy = || RedisError::Str(errors::INDEX_BUSY);
+    // Prefix ids are collected here (memory work only, no deletes); a label's
+    // size is its member count.
+    let (size, prefix_ids) = indexes::with_db(db, |ix| match &target {
+        Target::Labels(space, names) => (ix.label_size(*space, names), Vec::new()),
+        Target::Prefix(p) => {
+            let ids = ix.prefix_ids(p);
+            (ids.len(), ids)
+        }
+    })
+    .ok_or_else(busy)?;
+    if size <= config::inval_sync_max() {
+        let keys = indexes::with_db(db, |ix| match &target {
+            Target::Labels(space, names) => ix.keys_with_any(*space, names),
+            Target::Prefix(p) => ix.keys_with_prefix(p),
+        })
+        .ok_or_else(busy)?;
+        return delete_all(ctx, &keys);
+    }
+    if !api::may_delete_any_key(ctx) {
+        let keys = indexes::with_db(db, |ix| match &target {
+            Target::Labels(space, names) => ix.keys_with_any(*space, names),
+            Target::Prefix(p) => ix.keys_with_prefix(p),
+        })
+        .ok_or_else(busy)?;
+        check_may_delete(ctx, &key_names(ctx, &keys))?;
+    }
+    let seq = seq::next();
+    let killed = indexes::with_db(db, |ix| match &target {
+        Target::Labels(space, names) => ix.invalidate(*space, names, seq),
+        Target::Prefix(p) => ix.invalidate_prefix(p, prefix_ids, seq),
+    })
+    .ok_or_else(busy)?;
+    indexes::note_tombs();
+    api::replicate_invalidation(ctx, seq, target.kind(), &target.names());
+    reclaim::start(ctx);
+    stats::INVALIDATIONS.incr();
+    stats::INVALIDATED_ENTRIES.add(killed as u64);
+    Ok(RedisValue::Integer(killed as i64))
+}
+
+/// TCACHE.APPLYINVAL seq TAG|ROLE|PREFIX name [name ...] — how a logical
+/// invalidation reaches replicas and the AOF. The deletions follow as DELs.
+pub fn applyinval(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 4 {
+        return Err(RedisError::WrongArity);
+    }
+    let flags = ctx.get_flags();
+    if !flags.intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
+        return Err(RedisError::Str(errors::APPLY_RESERVED));
+    }
+    let seq = std::str::from_utf8(args[1].as_slice())
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or(RedisError::Str("ERR bad invalidation sequence"))?;
+    let names = bytes(&args[3..]);
+    let target = match args[2].as_slice() {
+        b"TAG" => Target::Labels(Space::Tags, names),
+        b"ROLE" => Target::Labels(Space::Roles, names),
+        b"PREFIX" if names.len() == 1 => Target::Prefix(names[0]),
+        _ => return Err(RedisError::Str(errors::SYNTAX)),
+    };
+    seq::observe(seq);
+    let db = api::selected_db(ctx);
+    indexes::with_db(db, |ix| match &target {
+        Target::Labels(space, names) => ix.invalidate(*space, names, seq),
+        Target::Prefix(p) => {
+            let ids = ix.prefix_ids(p);
+            ix.invalidate_prefix(p, ids, seq)
+        }
+    })
+    .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    indexes::note_tombs();
+    reclaim::start(ctx);
+    Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
 /// With `tcache.invalidation-channel` set, publishes one message per
@@ -56,16 +165,22 @@ pub fn publish(ctx: &Context, kind: &[u8], names: &[&[u8]]) {
     }
 }
 
-/// Checks every key first (NOPERM and nothing deleted if one is refused), then
-/// deletes, replicates the deletions and counts them.
-pub fn delete_all(ctx: &Context, keys: &[Key]) -> RedisResult {
-    // The index lock is released here: deletes re-enter it through unlink.
-    let names = key_names(ctx, keys);
+/// NOPERM unless the caller may delete every one of `names`.
+fn check_may_delete(ctx: &Context, names: &[RedisString]) -> Result<(), RedisError> {
     if let Some(caller) = Caller::current(ctx) {
         if !names.iter().all(|n| caller.may_delete(n)) {
             return Err(RedisError::Str(errors::NOPERM_DELETE));
         }
     }
+    Ok(())
+}
+
+/// Checks every key first (NOPERM and nothing deleted if one is refused), then
+/// deletes, replicates the deletions and counts them.
+pub fn delete_all(ctx: &Context, keys: &[Key]) -> RedisResult {
+    // The index lock is released here: deletes re-enter it through unlink.
+    let names = key_names(ctx, keys);
+    check_may_delete(ctx, &names)?;
     let mut deleted = Vec::with_capacity(names.len());
     for name in names {
         if delete_indexed(ctx, &name)? {

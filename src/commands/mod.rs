@@ -40,9 +40,27 @@ pub fn slot_mut(key: &RedisKeyWritable) -> Slot<'_> {
     }
 }
 
-/// The entry of `key`, `None` when missing, WRONGTYPE for another type.
-pub fn entry_or_wrongtype(key: &RedisKey) -> Result<Option<&Entry>, RedisError> {
+/// How a reader sees `key` (named `name`): an entry an invalidation killed,
+/// not yet deleted by the reclaimer, reads as missing.
+pub fn read<'a>(ctx: &Context, name: &[u8], key: &'a RedisKey) -> Slot<'a> {
     match slot(key) {
+        Slot::Entry(e) if is_dead(ctx, name, e) => Slot::Missing,
+        other => other,
+    }
+}
+
+/// Whether `e`, stored under `name` in the selected database, is dead.
+pub fn is_dead(ctx: &Context, name: &[u8], e: &Entry) -> bool {
+    crate::indexes::any_tombs() && crate::indexes::is_dead(crate::api::selected_db(ctx), name, e)
+}
+
+/// The live entry of `key`, `None` when missing (or dead), WRONGTYPE for another type.
+pub fn entry_or_wrongtype<'a>(
+    ctx: &Context,
+    name: &[u8],
+    key: &'a RedisKey,
+) -> Result<Option<&'a Entry>, RedisError> {
+    match read(ctx, name, key) {
         Slot::Entry(e) => Ok(Some(e)),
         Slot::Missing => Ok(None),
         Slot::Other => Err(errors::wrongtype()),

@@ -7,8 +7,8 @@ use redis_module::key::RedisKey;
 use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use super::cache::{delete_entry, reply_value, write_entry};
-use super::inval::{delete_all, publish};
-use super::{slot, Slot};
+use super::inval::{delete_all, invalidate, publish, Target};
+use super::{read, Slot};
 use crate::api;
 use crate::config;
 use crate::core::entry::{Entry, Kind};
@@ -22,8 +22,12 @@ use crate::stats;
 
 /// The permission entry of `key`: `None` when missing, WRONGTYPE when the key
 /// holds anything else (another type, or a plain cache entry).
-fn perm_entry(key: &RedisKey) -> Result<Option<&Entry>, RedisError> {
-    match slot(key) {
+fn perm_entry<'a>(
+    ctx: &Context,
+    name: &RedisString,
+    key: &'a RedisKey,
+) -> Result<Option<&'a Entry>, RedisError> {
+    match read(ctx, name.as_slice(), key) {
         Slot::Entry(e) if e.kind == Kind::Perm => Ok(Some(e)),
         Slot::Missing => Ok(None),
         _ => Err(errors::wrongtype()),
@@ -56,7 +60,7 @@ pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let key = ctx.open_key(&args[1]);
-    match perm_entry(&key)? {
+    match perm_entry(ctx, &args[1], &key)? {
         Some(e) => {
             stats::PERM_HITS.incr();
             reply_value(ctx, e);
@@ -75,7 +79,7 @@ pub fn check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let key = ctx.open_key(&args[1]);
-    let Some(e) = perm_entry(&key)? else {
+    let Some(e) = perm_entry(ctx, &args[1], &key)? else {
         // Not cached is never reported as denied: the caller asks its database.
         stats::PERM_MISSES.incr();
         return Ok(RedisValue::Null);
@@ -99,7 +103,7 @@ pub fn invaluser(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     for name in &args[1..] {
-        perm_entry(&ctx.open_key(name))?;
+        perm_entry(ctx, name, &ctx.open_key(name))?;
     }
     let mut deleted = Vec::new();
     for name in &args[1..] {
@@ -117,8 +121,7 @@ pub fn invalrole(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let roles = super::bytes(&args[1..]);
-    let keys = super::keys_with_any(ctx, Space::Roles, &roles)?;
-    let reply = delete_all(ctx, &keys)?;
+    let reply = invalidate(ctx, Target::Labels(Space::Roles, roles.clone()))?;
     publish(ctx, b"role:", &roles);
     Ok(reply)
 }

@@ -132,26 +132,35 @@ impl Dead {
         }
     }
 
-    /// Takes the next id to delete.
+    /// Takes the next id to delete. The tombstones stay until `settle`, so the
+    /// entry still reads as dead until the caller has deleted it.
     pub fn pop(&mut self) -> Option<u64> {
-        let id = self.batches.first_mut()?.pop_first();
+        let batch = self.batches.first_mut()?;
+        let id = batch.pop_first();
+        if batch.is_empty() {
+            self.batches.remove(0);
+        }
         if id.is_some() {
             self.pending -= 1;
         }
-        self.settle(0);
         id
     }
 
-    /// Drops batch `i` if empty, and every tombstone once nothing is queued.
-    fn settle(&mut self, i: usize) {
-        if self.batches.get(i).is_some_and(BTreeSet::is_empty) {
-            self.batches.remove(i);
-        }
+    /// Drops every tombstone once nothing is queued.
+    pub fn settle_tombs(&mut self) {
         if self.batches.is_empty() {
             self.tags.clear();
             self.roles.clear();
             self.prefixes.clear();
         }
+    }
+
+    /// Drops batch `i` if empty, then settles the tombstones.
+    fn settle(&mut self, i: usize) {
+        if self.batches.get(i).is_some_and(BTreeSet::is_empty) {
+            self.batches.remove(i);
+        }
+        self.settle_tombs();
     }
 
     /// Dead entries still in the database.
@@ -226,6 +235,8 @@ mod tests {
         }
         assert_eq!(popped, vec![1, 3, 4]);
         assert_eq!(d.pending(), 0);
+        assert!(!d.is_clear(), "popped entries read as dead until deleted");
+        d.settle_tombs();
         assert!(d.is_clear(), "nothing dead is left, so no tombstone");
         assert_eq!(d.heap_bytes(), 0);
         d.bury(Some(Space::Roles), b"r", 30);

@@ -175,11 +175,6 @@ impl DbIndex {
         }
     }
 
-    /// Entries indexed, including ones expired or invalidated but not yet deleted.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
     /// Entries not killed by an invalidation (expired ones included).
     pub fn live_len(&self) -> usize {
         self.keys.len() - self.dead.pending()
@@ -291,6 +286,11 @@ impl DbIndex {
         out
     }
 
+    /// Forgets the tombstones once the reclaimer has deleted every dead entry.
+    pub fn settle_tombs(&mut self) {
+        self.dead.settle_tombs();
+    }
+
     /// Keys of the dead entries still in the database.
     pub fn dead_keys(&self) -> BTreeSet<Vec<u8>> {
         self.keys
@@ -349,6 +349,7 @@ impl DbIndex {
         self.keys
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, rec)| !self.dead.contains(rec.id))
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -588,8 +589,9 @@ mod tests {
             }
         }
         assert_eq!(reclaimed, 11);
+        ix.settle_tombs();
         assert!(ix.dead().is_clear());
-        assert_eq!(ix.len(), 1);
+        assert_eq!(ix.live_len(), 1);
         assert_eq!(ix.tag_card(b"big", 0), 1);
         assert_eq!(ix.tag_count(), 1);
     }

@@ -1,6 +1,6 @@
 //! Comparison of the live index with the one rebuilt from the stored entries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// key -> sorted tags.
 pub type Snapshot = BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
@@ -23,13 +23,7 @@ pub fn diff(db: i32, live: &Snapshot, rebuilt: &Snapshot) -> Option<String> {
     if missing.is_empty() && extra.is_empty() && wrong_tags.is_empty() {
         return None;
     }
-    let ex = |v: &[&Vec<u8>]| {
-        v.iter()
-            .take(EXAMPLES)
-            .map(|k| format!("'{}'", show(k)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let ex = examples;
     Some(format!(
         "db {db}: {} entries not indexed [{}], {} indexed keys not live entries [{}], {} with wrong tags [{}]",
         missing.len(),
@@ -39,6 +33,30 @@ pub fn diff(db: i32, live: &Snapshot, rebuilt: &Snapshot) -> Option<String> {
         wrong_tags.len(),
         ex(&wrong_tags)
     ))
+}
+
+/// `None` when the entries queued for reclaim are exactly the dead ones.
+pub fn diff_dead(db: i32, queued: &BTreeSet<Vec<u8>>, dead: &BTreeSet<Vec<u8>>) -> Option<String> {
+    let lost: Vec<&Vec<u8>> = dead.difference(queued).collect();
+    let wrong: Vec<&Vec<u8>> = queued.difference(dead).collect();
+    if lost.is_empty() && wrong.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "db {db}: {} dead entries not queued for reclaim [{}], {} queued entries not dead [{}]",
+        lost.len(),
+        examples(&lost),
+        wrong.len(),
+        examples(&wrong)
+    ))
+}
+
+fn examples(v: &[&Vec<u8>]) -> String {
+    v.iter()
+        .take(EXAMPLES)
+        .map(|k| format!("'{}'", show(k)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -54,6 +72,16 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn dead_entries_must_be_exactly_the_queued_ones() {
+        let set = |v: &[&str]| v.iter().map(|s| s.as_bytes().to_vec()).collect();
+        assert_eq!(diff_dead(0, &set(&["a"]), &set(&["a"])), None);
+        assert_eq!(
+            diff_dead(1, &set(&["a", "q"]), &set(&["a", "d"])).as_deref(),
+            Some("db 1: 1 dead entries not queued for reclaim ['d'], 1 queued entries not dead ['q']")
+        );
     }
 
     #[test]

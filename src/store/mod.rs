@@ -11,15 +11,18 @@ use redis_module::raw;
 
 use crate::api;
 use crate::core::entry::{decode, encode, Entry};
+use crate::core::index::Space;
 use crate::gates::{self, GateDef};
 use crate::guard;
 use crate::indexes;
 use crate::leases;
 use crate::seq;
 
-/// RDB encoding version of the type. Version 1 stores one buffer: the entry
-/// codec of `core::entry` (which carries its own version byte).
-pub const ENCVER: i32 = 1;
+/// RDB encoding version of the type. Each entry is one buffer: the entry
+/// codec of `core::entry` (which carries its own version byte). The aux data
+/// holds the gates (version 1), then the tombstones of pending invalidations
+/// (version 2). Version 1 files still load.
+pub const ENCVER: i32 = 2;
 
 pub static ENTRY_TYPE: RedisType = RedisType::new(
     "tcache-en",
@@ -59,10 +62,10 @@ unsafe fn entry<'a>(value: *const c_void) -> Option<&'a Entry> {
 
 extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
     guard::callback(ptr::null_mut(), || {
-        if encver != ENCVER {
+        if !(1..=ENCVER).contains(&encver) {
             api::log_io_warning(
                 rdb,
-                &format!("tcache: cannot load entry encoding version {encver} (this module reads {ENCVER}); upgrade the module"),
+                &format!("tcache: cannot load entry encoding version {encver} (this module reads 1 to {ENCVER}); upgrade the module"),
             );
             return ptr::null_mut();
         }
@@ -105,10 +108,16 @@ extern "C" fn aof_rewrite(
             }
         }
         // SAFETY: Redis passes a value of this type.
-        if let Some(e) = unsafe { entry(value) } {
-            // Redis appends PEXPIREAT for keys with an expiry after this.
-            api::emit_aof_apply(aof, key, &encode(e));
+        let Some(e) = (unsafe { entry(value) }) else {
+            return;
+        };
+        // An entry an invalidation killed is left out: the rewritten AOF
+        // carries no tombstones, and the entry is gone for readers already.
+        if indexes::any_tombs() && indexes::is_dead(api::db_of_io(aof), api::bytes_of(key), e) {
+            return;
         }
+        // Redis appends PEXPIREAT for keys with an expiry after this.
+        api::emit_aof_apply(aof, key, &encode(e));
     })
 }
 
@@ -165,8 +174,11 @@ extern "C" fn copy(
 /// Set in an AOF-rewrite child once the gates are written.
 static GATES_EMITTED: AtomicBool = AtomicBool::new(false);
 
-/// Gates travel in the RDB as aux data: `[count]` then per gate
-/// `[name][schema][has_prefix][prefix]`.
+/// Module-global state travels in the RDB as aux data, before the keys:
+/// the gates, `[count]` then per gate `[name][schema][has_prefix][prefix]`;
+/// then (version 2) the tombstones, `[count]` then per tombstone
+/// `[db][kind: 0 tag, 1 role, 2 prefix][name][seq]`, so that entries an
+/// invalidation killed stay dead when they load and are reclaimed.
 extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
     guard::callback((), || {
         let all = gates::snapshot();
@@ -177,13 +189,54 @@ extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
             raw::save_unsigned(rdb, g.prefix.is_some().into());
             raw::save_slice(rdb, g.prefix.as_deref().unwrap_or_default());
         }
+        let tombs = indexes::tombs();
+        raw::save_unsigned(rdb, tombs.len() as u64);
+        for (db, space, name, seq) in tombs {
+            raw::save_unsigned(rdb, db as u64);
+            raw::save_unsigned(rdb, tomb_kind(space));
+            raw::save_slice(rdb, &name);
+            raw::save_unsigned(rdb, seq);
+        }
     })
+}
+
+fn tomb_kind(space: Option<Space>) -> u64 {
+    match space {
+        Some(Space::Tags) => 0,
+        Some(Space::Roles) => 1,
+        None => 2,
+    }
+}
+
+fn tomb_space(kind: u64) -> Option<Option<Space>> {
+    match kind {
+        0 => Some(Some(Space::Tags)),
+        1 => Some(Some(Space::Roles)),
+        2 => Some(None),
+        _ => None,
+    }
+}
+
+/// Reads the tombstones of aux data version 2 and replays them.
+fn load_tombs(rdb: *mut raw::RedisModuleIO) -> Result<(), redis_module::error::Error> {
+    let n = raw::load_unsigned(rdb)?;
+    for _ in 0..n {
+        let db = i32::try_from(raw::load_unsigned(rdb)?)
+            .map_err(|_| redis_module::error::Error::generic("bad tombstone db"))?;
+        let space = tomb_space(raw::load_unsigned(rdb)?)
+            .ok_or_else(|| redis_module::error::Error::generic("bad tombstone kind"))?;
+        let name = raw::load_string_buffer(rdb)?.as_ref().to_vec();
+        let seq = raw::load_unsigned(rdb)?;
+        seq::observe(seq);
+        indexes::bury(db, space, &name, seq);
+    }
+    Ok(())
 }
 
 extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int) -> c_int {
     const ERR: c_int = raw::REDISMODULE_ERR as c_int;
     guard::callback(ERR, || {
-        if encver != ENCVER {
+        if !(1..=ENCVER).contains(&encver) {
             api::log_io_warning(
                 rdb,
                 &format!("tcache: cannot load gates of encoding {encver}"),
@@ -209,6 +262,10 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int
         let Ok(list) = read() else {
             return ERR;
         };
+        if encver >= 2 && load_tombs(rdb).is_err() {
+            api::log_io_warning(rdb, "tcache: bad tombstones in RDB");
+            return ERR;
+        }
         let refused = gates::replace_all(list);
         for (name, why) in refused {
             api::log_io_warning(
