@@ -98,8 +98,8 @@ impl EntryKey {
     /// stored: exactly, through SetAbsExpire where the server has it (Valkey,
     /// Redis 7.2+); on Redis 7.0 through SetExpire, which counts from the same
     /// clock as `now_ms`.
-    pub fn expire_in(&self, ttl_ms: i64) -> i64 {
-        let at = now_ms() + ttl_ms;
+    /// `at` is now + `ttl_ms`, computed by the caller beforehand.
+    pub fn expire_in(&self, ttl_ms: i64, at: i64) -> i64 {
         // SAFETY: `self.0` is open for writing and holds a value.
         unsafe {
             match (raw::RedisModule_SetAbsExpire, raw::RedisModule_SetExpire) {

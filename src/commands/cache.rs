@@ -21,7 +21,7 @@ use crate::indexes;
 use crate::leases;
 use crate::seq;
 use crate::stats;
-use crate::store::ENTRY_TYPE;
+use crate::store::{self, ENTRY_TYPE};
 
 /// TCACHE.SET key value ttl [NX | XX] [GATE name] [LEASE token] [SWR seconds] [TAGS tag [tag ...]]
 pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -77,17 +77,29 @@ pub fn write_entry(
         return Err(errors::wrongtype());
     }
     let blob = encode(&entry);
-    // Overwriting runs the unlink hook, which takes the old entry out of the index.
-    key.set_entry(entry).map_err(RedisError::Str)?;
     // Replicas and the index get the absolute expiry exactly as stored.
-    let expire_at = key.expire_in(ttl_ms);
+    let expire_at = api::now_ms() + ttl_ms;
     let db = api::selected_db(ctx);
-    if let Some(e) = key.entry() {
-        indexes::with_db(db, |ix| {
-            ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire_at, e.seq)
-        })
-        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    // Re-index while the old entry is still readable: an overwrite updates
+    // its record in place, so the unlink hook is told to keep out.
+    indexes::with_db(db, |ix| {
+        let old = key.entry().map(|e| (e.space(), e.tags.iter()));
+        ix.upsert(
+            name.as_slice(),
+            old,
+            entry.space(),
+            entry.tags.iter(),
+            expire_at,
+            entry.seq,
+        )
+    })
+    .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    if let Err(e) = store::overwrite_indexed(|| key.set_entry(entry)) {
+        // Not stored (the key could not be written): undo the index record.
+        indexes::with_db(db, |ix| ix.forget_key(name.as_slice()));
+        return Err(RedisError::Str(e));
     }
+    key.expire_in(ttl_ms, expire_at);
     drop(key);
     // Any other lease on the key is void now; waiters wake up to the value.
     leases::revoke(db, name.as_slice());

@@ -86,22 +86,86 @@ impl DbIndex {
         );
         self.ids.insert(id, k);
         for tag in tags {
-            let map = self.space_mut(space);
-            match map.get_mut(tag) {
-                Some(set) => {
-                    set.insert(id);
-                }
-                None => {
-                    map.insert(tag.into(), BTreeSet::from([id]));
-                    self.name_bytes += tag.len();
-                }
-            }
-            self.memberships += 1;
+            self.link_tag(space, tag, id);
         }
         if dead {
             self.dead.queue_one(id);
         }
         dead
+    }
+
+    /// Indexes `key` as rewritten with `tags` at `seq`, where `old` describes
+    /// the entry it replaces (if any). An overwrite in the same space by an
+    /// entry that is not dead keeps its id and touches only the tags that
+    /// changed (tag lists are sorted), which is most of TCACHE.SET's index work.
+    pub fn upsert<'a>(
+        &mut self,
+        key: &[u8],
+        old: Option<(Space, impl Iterator<Item = &'a [u8]>)>,
+        space: Space,
+        tags: impl Iterator<Item = &'a [u8]> + Clone,
+        expire_at_ms: i64,
+        seq: u64,
+    ) -> bool {
+        let Some((old_space, old_tags)) = old else {
+            return self.insert(key, space, tags, expire_at_ms, seq);
+        };
+        let rec = match self.keys.get_mut(key) {
+            Some(rec)
+                if rec.space == space && old_space == space && !self.dead.contains(rec.id) =>
+            {
+                rec.expire_at_ms = expire_at_ms;
+                *rec
+            }
+            _ => {
+                self.remove(key, old_tags);
+                return self.insert(key, space, tags, expire_at_ms, seq);
+            }
+        };
+        let mut gone = old_tags.peekable();
+        let mut came = tags.clone().peekable();
+        loop {
+            match (gone.peek(), came.peek()) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a == b => {
+                    gone.next();
+                    came.next();
+                }
+                (Some(a), Some(b)) if a < b => {
+                    self.unlink_tag(space, a, rec.id);
+                    gone.next();
+                }
+                (Some(a), None) => {
+                    self.unlink_tag(space, a, rec.id);
+                    gone.next();
+                }
+                (_, Some(b)) => {
+                    self.link_tag(space, b, rec.id);
+                    came.next();
+                }
+            }
+        }
+        let dead = self.dead.kills(key, space, tags, seq);
+        if dead {
+            self.dead.queue_one(rec.id);
+        }
+        dead
+    }
+
+    fn link_tag(&mut self, space: Space, tag: &[u8], id: u64) {
+        let map = self.space_mut(space);
+        match map.get_mut(tag) {
+            Some(set) => {
+                if !set.insert(id) {
+                    return;
+                }
+            }
+            None => {
+                map.insert(tag.into(), BTreeSet::from([id]));
+                self.name_bytes += tag.len();
+            }
+        }
+        self.memberships += 1;
     }
 
     fn space(&self, space: Space) -> &HashMap<Box<[u8]>, BTreeSet<u64>> {
@@ -147,6 +211,14 @@ impl DbIndex {
         }
         if emptied {
             self.name_bytes -= tag.len();
+        }
+    }
+
+    /// Removes `key` whose tags are unknown (slow: visits every tag).
+    pub fn forget_key(&mut self, key: &[u8]) {
+        if let Some(rec) = self.keys.remove(key) {
+            self.name_bytes -= key.len();
+            self.drop_id(rec.space, rec.id);
         }
     }
 
@@ -439,6 +511,64 @@ mod tests {
         assert!(ix.is_empty());
         assert_eq!(ix.tag_count(), 0);
         assert_eq!(ix.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn an_overwrite_keeps_the_id_and_moves_only_changed_tags() {
+        let mut ix = DbIndex::default();
+        ix.insert(b"k", Space::Tags, t(&["a", "b", "c"]), NO_EXPIRE, 1);
+        ix.insert(b"other", Space::Tags, t(&["b"]), NO_EXPIRE, 2);
+        let (_, before) = ix.tag_scan(b"b", 0, 10, 0);
+        ix.upsert(
+            b"k",
+            Some((Space::Tags, t(&["a", "b", "c"]))),
+            Space::Tags,
+            t(&["b", "d"]),
+            7,
+            3,
+        );
+        let (_, after) = ix.tag_scan(b"b", 0, 10, 0);
+        assert_eq!(names(before), names(after), "same ids, same order");
+        assert_eq!(ix.tag_card(b"a", 0), 0);
+        assert_eq!(ix.tag_card(b"d", 0), 1);
+        assert_eq!(ix.tag_count(), 2);
+        let snap = ix.snapshot();
+        assert_eq!(
+            snap.get(&b"k"[..]),
+            Some(&vec![b"b".to_vec(), b"d".to_vec()])
+        );
+        // Into another space: a full re-insert.
+        ix.upsert(
+            b"k",
+            Some((Space::Tags, t(&["b", "d"]))),
+            Space::Roles,
+            t(&["r"]),
+            NO_EXPIRE,
+            4,
+        );
+        assert_eq!(ix.keys_with_any(Space::Roles, &[b"r"]).len(), 1);
+        assert_eq!(ix.tag_card(b"d", 0), 0);
+        // A dead entry overwritten comes back alive, in every tag.
+        ix.upsert(
+            b"k",
+            Some((Space::Roles, t(&["r"]))),
+            Space::Tags,
+            t(&["big"]),
+            NO_EXPIRE,
+            5,
+        );
+        assert_eq!(ix.invalidate(Space::Tags, &[b"big"], 10), 1);
+        ix.upsert(
+            b"k",
+            Some((Space::Tags, t(&["big"]))),
+            Space::Tags,
+            t(&["big"]),
+            NO_EXPIRE,
+            11,
+        );
+        assert_eq!(ix.tag_card(b"big", 0), 1);
+        assert_eq!(ix.dead().pending(), 0);
+        assert_eq!(ix.live_len(), 2);
     }
 
     #[test]
