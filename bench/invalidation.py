@@ -249,6 +249,9 @@ def fill(server, layout, n):
             proc.stdin.write(b"".join(commands(start, min(n, start + chunk))))
         proc.stdin.close()
         out = proc.stdout.read().decode(errors="replace")
+    except BaseException:
+        proc.kill()  # interrupted mid-stream: redis-cli would wait for more input
+        raise
     finally:
         proc.wait()
     if proc.returncode != 0 or "errors: 0," not in out:

@@ -177,11 +177,16 @@ class LogAxis:
         v = min(max(v, 10 ** self.lo), 10 ** self.hi)
         return self.x0 + (math.log10(v) - self.lo) / (self.hi - self.lo) * (self.x1 - self.x0)
 
-    def draw(self, top, bottom, ticks, label):
+    def draw(self, top, bottom, ticks, label, under=None):
+        """Grid, tick labels and axis label; the grid goes under the items
+        drawn since index `under` of the picture."""
+        later = self.svg.items[under:] if under is not None else []
+        del self.svg.items[len(self.svg.items) - len(later):]
         for v, name in ticks:
             self.svg.line(self.x(v), top, self.x(v), bottom, "#e4e4e4")
             self.svg.text(self.x(v), bottom + 14, name, 10, "middle", fill="#666")
         self.svg.text((self.x0 + self.x1) / 2, bottom + 28, label, 11, "middle", fill="#444")
+        self.svg.items += later
 
 
 def draw_targets(svg, rows, title):
@@ -205,7 +210,7 @@ def draw_throughput(svg, data):
     rows = [(name, target) for name, target, _ in THROUGHPUT_TARGETS if name in by_name]
     rows += [(r["comparison"], None) for r in data["results"]
              if r["comparison"] not in dict(rows)]
-    y = top
+    y, under = top, len(svg.items)
     for name, target in rows:
         r = by_name[name]
         ok = None if target is None else r["median_ratio"] >= target
@@ -213,12 +218,13 @@ def draw_throughput(svg, data):
         svg.rect(axis.x0, y + 3, axis.x(r["median_ratio"]) - axis.x0, 14,
                  {True: GREEN, False: RED, None: "#8aa8c8"}[ok])
         svg.line(axis.x(r["ratio_min"]), y + 10, axis.x(r["ratio_max"]), y + 10, "#333")
-        svg.text(axis.x(r["median_ratio"]) + 4, y + 14, f"{r['median_ratio']:.2f}x", 10)
         if target is not None:
-            svg.line(axis.x(target), y, axis.x(target), y + 20, "#111", 2)
+            svg.line(axis.x(target), y, axis.x(target), y + 20, "#111", 2.5)
+        label_x = max(axis.x(v) for v in (r["median_ratio"], r["ratio_max"], target or 0.1))
+        svg.text(label_x + 5, y + 14, f"{r['median_ratio']:.2f}x", 10)
         y += 24
     axis.draw(top - 4, y, [(v, f"{v:g}x") for v in (0.1, 0.25, 0.5, 1, 2, 4, 10)],
-              "ratio (log scale)")
+              "ratio (log scale)", under)
     svg.y = y + 44
 
 
@@ -230,7 +236,7 @@ def draw_invalidation(svg, size, sync_available):
     axis = LogAxis(svg, 1e-5, 100)
     metrics = [("command_s", "command", "#4c72b0"), ("ping.worst_s", "worst PING", "#dd8452"),
                ("reclaim_s", "reclaimed", "#8172b3")]
-    y = top
+    y, under = top, len(svg.items)
     for layout in LAYOUTS:
         name = layout + ("" if sync_available or layout != "tcache-sync" else " (no sync config)")
         svg.text(LEFT - 8, y + 26, name, 12, "end", "bold")
@@ -248,11 +254,13 @@ def draw_invalidation(svg, size, sync_available):
         marks.append((2 * sync["median"], "2x sync: reclaim target"))
     for i, (v, label) in enumerate(marks):
         svg.line(axis.x(v), top - 4, axis.x(v), y, "#c00", 1, "4,3")
-        svg.text(axis.x(v) + 3, y + 44 + 12 * i, label, 10, fill="#c00")
+        right = axis.x(v) > svg.width - 200
+        svg.text(axis.x(v) + (-3 if right else 3), y + 44 + 12 * i, label, 10,
+                 "end" if right else "start", fill="#c00")
     axis.draw(top - 4, y, [(10 ** e, label) for e, label in
                            ((-5, "10us"), (-4, "0.1ms"), (-3, "1ms"), (-2, "10ms"),
                             (-1, "100ms"), (0, "1s"), (1, "10s"), (2, "100s"))],
-              "seconds (log scale)")
+              "seconds (log scale)", under)
     svg.y = y + 44 + 12 * len(marks)
 
 
