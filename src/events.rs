@@ -64,10 +64,13 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
     if let Some(e) = handle.entry() {
         let expire = handle.expire_at();
         let db = api::selected_db(ctx);
-        let dead = indexes::with_db(db, |ix| {
+        let at = indexes::with_db(db, |ix| {
             ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire, e.seq)
         });
-        if dead == Some(true) {
+        if let Some(at) = at {
+            e.index_id.set(at.id);
+        }
+        if at.is_some_and(|at| at.dead) {
             // Written before a pending invalidation that kills it.
             reclaim::start(ctx);
         }

@@ -11,7 +11,7 @@ use crate::api;
 use crate::blocking;
 use crate::config;
 use crate::core::entry::{decode, encode, Entry, TagList};
-use crate::core::index::NO_EXPIRE;
+use crate::core::index::{Old, NO_EXPIRE};
 use crate::core::options::{
     check_limits, parse_in_range, parse_set_options, Condition, TTL_MAX, TTL_MIN,
 };
@@ -82,8 +82,12 @@ pub fn write_entry(
     let db = api::selected_db(ctx);
     // Re-index while the old entry is still readable: an overwrite updates
     // its record in place, so the unlink hook is told to keep out.
-    indexes::with_db(db, |ix| {
-        let old = key.entry().map(|e| (e.space(), e.tags.iter()));
+    let at = indexes::with_db(db, |ix| {
+        let old = key.entry().map(|e| Old {
+            space: e.space(),
+            tags: e.tags.iter(),
+            id: e.index_id.get(),
+        });
         ix.upsert(
             name.as_slice(),
             old,
@@ -94,6 +98,7 @@ pub fn write_entry(
         )
     })
     .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    entry.index_id.set(at.id);
     if let Err(e) = store::overwrite_indexed(|| key.set_entry(entry)) {
         // Not stored (the key could not be written): undo the index record.
         indexes::with_db(db, |ix| ix.forget_key(name.as_slice()));
@@ -249,7 +254,7 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     key.set_value(&ENTRY_TYPE, entry)?;
     let db = api::selected_db(ctx);
     if let Slot::Entry(e) = slot_mut(&key) {
-        let dead = indexes::with_db(db, |ix| {
+        let at = indexes::with_db(db, |ix| {
             ix.insert(
                 args[1].as_slice(),
                 e.space(),
@@ -259,7 +264,8 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             )
         })
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
-        if dead {
+        e.index_id.set(at.id);
+        if at.dead {
             crate::reclaim::start(ctx);
         }
     }

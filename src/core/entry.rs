@@ -4,6 +4,7 @@
 //! (`TCACHE.APPLY`), so an entry has exactly one serialized shape.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::core::index::Space;
 
@@ -102,6 +103,44 @@ pub struct Entry {
     pub seq: u64,
     /// Unix ms after which the entry is stale (soft expiry); 0 when none.
     pub stale_at_ms: i64,
+    /// Where the index holds this entry's key (not serialized).
+    pub index_id: IndexId,
+}
+
+/// The id the index gave an entry's key, remembered so that an overwrite can
+/// find the index record without a key lookup; 0 when none. A hint: the index
+/// checks it before trusting it. Not part of the entry's identity.
+#[derive(Default)]
+pub struct IndexId(AtomicU64);
+
+impl IndexId {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, id: u64) {
+        self.0.store(id, Ordering::Relaxed);
+    }
+}
+
+impl Clone for IndexId {
+    fn clone(&self) -> IndexId {
+        IndexId(AtomicU64::new(self.get()))
+    }
+}
+
+impl PartialEq for IndexId {
+    fn eq(&self, _: &IndexId) -> bool {
+        true
+    }
+}
+
+impl Eq for IndexId {}
+
+impl fmt::Debug for IndexId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.get())
+    }
 }
 
 impl Entry {
@@ -113,6 +152,7 @@ impl Entry {
             perms: TagList::default(),
             seq,
             stale_at_ms: 0,
+            index_id: IndexId::default(),
         }
     }
 
@@ -124,6 +164,7 @@ impl Entry {
             perms,
             seq,
             stale_at_ms: 0,
+            index_id: IndexId::default(),
         }
     }
 
@@ -217,6 +258,7 @@ pub fn decode(b: &[u8]) -> Result<Entry, DecodeError> {
         perms,
         seq: u64::from_le_bytes(*seq),
         stale_at_ms: i64::from_le_bytes(*stale),
+        index_id: IndexId::default(),
     })
 }
 
@@ -265,6 +307,7 @@ mod tests {
             perms: TagList::default(),
             seq: 42,
             stale_at_ms: 1_700_000_000_123,
+            index_id: IndexId::default(),
         };
         assert_eq!(decode(&encode(&e)), Ok(e));
     }

@@ -15,6 +15,21 @@ use crate::core::dead::Dead;
 
 pub type Key = Arc<[u8]>;
 
+/// Where `insert` / `upsert` put an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Indexed {
+    pub id: u64,
+    /// Killed by a pending invalidation (and queued for the reclaimer).
+    pub dead: bool,
+}
+
+/// The entry an overwrite replaces: its space, tags and remembered index id.
+pub struct Old<'a, I: Iterator<Item = &'a [u8]>> {
+    pub space: Space,
+    pub tags: I,
+    pub id: u64,
+}
+
 /// No expiry, as `PTTL` says -1.
 pub const NO_EXPIRE: i64 = -1;
 
@@ -26,12 +41,34 @@ pub enum Space {
     Roles,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the index knows of one entry, by id.
 struct KeyRec {
-    id: u64,
+    key: Key,
     expire_at_ms: i64,
     space: Space,
 }
+
+/// Hashes the sequential u64 ids with one multiplication (Fibonacci hashing):
+/// the id map is on every write's path, and SipHash is not needed for keys
+/// the module makes up itself.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap = HashMap<u64, KeyRec, std::hash::BuildHasherDefault<IdHasher>>;
 
 fn is_live(expire_at_ms: i64, now_ms: i64) -> bool {
     // Redis treats a key as expired once now > expire time.
@@ -40,8 +77,9 @@ fn is_live(expire_at_ms: i64, now_ms: i64) -> bool {
 
 #[derive(Default)]
 pub struct DbIndex {
-    keys: BTreeMap<Key, KeyRec>,
-    ids: HashMap<u64, Key>,
+    /// key -> id, ordered for prefix invalidation.
+    keys: BTreeMap<Key, u64>,
+    ids: IdMap,
     tags: HashMap<Box<[u8]>, BTreeSet<u64>>,
     roles: HashMap<Box<[u8]>, BTreeSet<u64>>,
     next_id: u64,
@@ -65,33 +103,31 @@ impl DbIndex {
         tags: impl Iterator<Item = &'a [u8]> + Clone,
         expire_at_ms: i64,
         seq: u64,
-    ) -> bool {
+    ) -> Indexed {
         let dead = self.dead.kills(key, space, tags.clone(), seq);
-        if let Some(old) = self.keys.get(key).copied() {
-            self.drop_id(old.space, old.id);
-            self.keys.remove(key);
-            self.name_bytes -= key.len();
+        if self.keys.contains_key(key) {
+            self.forget_key(key);
         }
         self.next_id += 1;
         let id = self.next_id;
         let k: Key = Arc::from(key);
         self.name_bytes += key.len();
-        self.keys.insert(
-            k.clone(),
+        self.keys.insert(k.clone(), id);
+        self.ids.insert(
+            id,
             KeyRec {
-                id,
+                key: k,
                 expire_at_ms,
                 space,
             },
         );
-        self.ids.insert(id, k);
         for tag in tags {
             self.link_tag(space, tag, id);
         }
         if dead {
             self.dead.queue_one(id);
         }
-        dead
+        Indexed { id, dead }
     }
 
     /// Indexes `key` as rewritten with `tags` at `seq`, where `old` describes
@@ -101,27 +137,31 @@ impl DbIndex {
     pub fn upsert<'a>(
         &mut self,
         key: &[u8],
-        old: Option<(Space, impl Iterator<Item = &'a [u8]>)>,
+        old: Option<Old<'a, impl Iterator<Item = &'a [u8]>>>,
         space: Space,
         tags: impl Iterator<Item = &'a [u8]> + Clone,
         expire_at_ms: i64,
         seq: u64,
-    ) -> bool {
-        let Some((old_space, old_tags)) = old else {
+    ) -> Indexed {
+        let Some(old) = old else {
             return self.insert(key, space, tags, expire_at_ms, seq);
         };
-        let rec = match self.keys.get_mut(key) {
+        // The old entry's id (as it remembers it) is trusted only if the index
+        // agrees: this finds the record without a key-ordered lookup.
+        let alive = !self.dead.contains(old.id);
+        let id = match self.ids.get_mut(&old.id) {
             Some(rec)
-                if rec.space == space && old_space == space && !self.dead.contains(rec.id) =>
+                if &rec.key[..] == key && rec.space == space && old.space == space && alive =>
             {
                 rec.expire_at_ms = expire_at_ms;
-                *rec
+                old.id
             }
             _ => {
-                self.remove(key, old_tags);
+                self.remove(key, old.tags);
                 return self.insert(key, space, tags, expire_at_ms, seq);
             }
         };
+        let old_tags = old.tags;
         let mut gone = old_tags.peekable();
         let mut came = tags.clone().peekable();
         loop {
@@ -132,24 +172,24 @@ impl DbIndex {
                     came.next();
                 }
                 (Some(a), Some(b)) if a < b => {
-                    self.unlink_tag(space, a, rec.id);
+                    self.unlink_tag(space, a, id);
                     gone.next();
                 }
                 (Some(a), None) => {
-                    self.unlink_tag(space, a, rec.id);
+                    self.unlink_tag(space, a, id);
                     gone.next();
                 }
                 (_, Some(b)) => {
-                    self.link_tag(space, b, rec.id);
+                    self.link_tag(space, b, id);
                     came.next();
                 }
             }
         }
         let dead = self.dead.kills(key, space, tags, seq);
         if dead {
-            self.dead.queue_one(rec.id);
+            self.dead.queue_one(id);
         }
-        dead
+        Indexed { id, dead }
     }
 
     fn link_tag(&mut self, space: Space, tag: &[u8], id: u64) {
@@ -184,14 +224,16 @@ impl DbIndex {
 
     /// Removes `key`, which carried `tags`. Returns whether it was indexed.
     pub fn remove<'a>(&mut self, key: &[u8], tags: impl Iterator<Item = &'a [u8]>) -> bool {
-        let Some(rec) = self.keys.remove(key) else {
+        let Some(id) = self.keys.remove(key) else {
             return false;
         };
         self.name_bytes -= key.len();
-        self.ids.remove(&rec.id);
-        self.dead.forget(rec.id);
+        let Some(rec) = self.ids.remove(&id) else {
+            return true;
+        };
+        self.dead.forget(id);
         for tag in tags {
-            self.unlink_tag(rec.space, tag, rec.id);
+            self.unlink_tag(rec.space, tag, id);
         }
         true
     }
@@ -216,9 +258,12 @@ impl DbIndex {
 
     /// Removes `key` whose tags are unknown (slow: visits every tag).
     pub fn forget_key(&mut self, key: &[u8]) {
-        if let Some(rec) = self.keys.remove(key) {
+        if let Some(id) = self.keys.remove(key) {
             self.name_bytes -= key.len();
-            self.drop_id(rec.space, rec.id);
+            if let Some(rec) = self.ids.get(&id) {
+                let space = rec.space;
+                self.drop_id(space, id);
+            }
         }
     }
 
@@ -238,7 +283,7 @@ impl DbIndex {
     }
 
     pub fn set_expire(&mut self, key: &[u8], expire_at_ms: i64) -> bool {
-        match self.keys.get_mut(key) {
+        match self.keys.get(key).and_then(|id| self.ids.get_mut(id)) {
             Some(rec) => {
                 rec.expire_at_ms = expire_at_ms;
                 true
@@ -262,10 +307,10 @@ impl DbIndex {
 
     /// Every key of permission entries.
     pub fn keys_in_space(&self, space: Space) -> Vec<Key> {
-        self.keys
+        self.ids
             .iter()
-            .filter(|(_, rec)| rec.space == space && !self.dead.contains(rec.id))
-            .map(|(k, _)| k.clone())
+            .filter(|(id, rec)| rec.space == space && !self.dead.contains(**id))
+            .map(|(_, rec)| rec.key.clone())
             .collect()
     }
 
@@ -285,7 +330,7 @@ impl DbIndex {
         }
         ids.iter()
             .filter(|id| !self.dead.contains(**id))
-            .filter_map(|id| self.ids.get(id).cloned())
+            .filter_map(|id| self.ids.get(id).map(|rec| rec.key.clone()))
             .collect()
     }
 
@@ -324,7 +369,7 @@ impl DbIndex {
         self.keys
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, rec)| rec.id)
+            .map(|(_, id)| *id)
             .filter(|id| !self.dead.contains(*id))
             .collect()
     }
@@ -351,8 +396,8 @@ impl DbIndex {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             let Some(id) = self.dead.pop() else { break };
-            if let Some(k) = self.ids.get(&id) {
-                out.push(k.clone());
+            if let Some(rec) = self.ids.get(&id) {
+                out.push(rec.key.clone());
             }
         }
         out
@@ -367,7 +412,7 @@ impl DbIndex {
     pub fn dead_keys(&self) -> BTreeSet<Vec<u8>> {
         self.keys
             .iter()
-            .filter(|(_, rec)| self.dead.contains(rec.id))
+            .filter(|(_, id)| self.dead.contains(**id))
             .map(|(k, _)| k.to_vec())
             .collect()
     }
@@ -386,9 +431,8 @@ impl DbIndex {
         if self.dead.contains(id) {
             return None;
         }
-        let key = self.ids.get(&id)?;
-        let rec = self.keys.get(key)?;
-        is_live(rec.expire_at_ms, now_ms).then_some(key)
+        let rec = self.ids.get(&id)?;
+        is_live(rec.expire_at_ms, now_ms).then_some(&rec.key)
     }
 
     /// Up to `count` live keys of `tag` with id >= `cursor`; the next cursor is 0
@@ -421,7 +465,7 @@ impl DbIndex {
         self.keys
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
-            .filter(|(_, rec)| !self.dead.contains(rec.id))
+            .filter(|(_, id)| !self.dead.contains(**id))
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -432,14 +476,14 @@ impl DbIndex {
         let mut out: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = self
             .keys
             .iter()
-            .filter(|(_, rec)| !self.dead.contains(rec.id))
+            .filter(|(_, id)| !self.dead.contains(**id))
             .map(|(k, _)| (k.to_vec(), Vec::new()))
             .collect();
         let mut dangling = 0usize;
         for space in [Space::Tags, Space::Roles] {
             for (tag, set) in self.space(space) {
                 for id in set.iter().filter(|id| !self.dead.contains(**id)) {
-                    match self.ids.get(id).and_then(|k| out.get_mut(&k[..])) {
+                    match self.ids.get(id).and_then(|rec| out.get_mut(&rec.key[..])) {
                         Some(tags) => tags.push(label_name(space, tag)),
                         None => dangling += 1,
                     }
@@ -461,8 +505,8 @@ impl DbIndex {
 
     /// Approximate heap bytes the index holds (names, map slots, tag members).
     pub fn heap_bytes(&self) -> usize {
-        let key_slot = std::mem::size_of::<Key>() + std::mem::size_of::<KeyRec>();
-        let id_slot = 8 + std::mem::size_of::<Key>();
+        let key_slot = std::mem::size_of::<Key>() + 8;
+        let id_slot = 8 + std::mem::size_of::<KeyRec>();
         let tag_slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<BTreeSet<u64>>();
         self.name_bytes
             + self.keys.len() * (key_slot + 16 + id_slot + 1)
@@ -516,17 +560,28 @@ mod tests {
     #[test]
     fn an_overwrite_keeps_the_id_and_moves_only_changed_tags() {
         let mut ix = DbIndex::default();
-        ix.insert(b"k", Space::Tags, t(&["a", "b", "c"]), NO_EXPIRE, 1);
+        let mut id = ix
+            .insert(b"k", Space::Tags, t(&["a", "b", "c"]), NO_EXPIRE, 1)
+            .id;
+        let old = |space, tags: &'static [&'static str], id| {
+            Some(Old {
+                space,
+                tags: tags.iter().map(|x| x.as_bytes()),
+                id,
+            })
+        };
         ix.insert(b"other", Space::Tags, t(&["b"]), NO_EXPIRE, 2);
         let (_, before) = ix.tag_scan(b"b", 0, 10, 0);
-        ix.upsert(
-            b"k",
-            Some((Space::Tags, t(&["a", "b", "c"]))),
-            Space::Tags,
-            t(&["b", "d"]),
-            7,
-            3,
-        );
+        id = ix
+            .upsert(
+                b"k",
+                old(Space::Tags, &["a", "b", "c"], id),
+                Space::Tags,
+                t(&["b", "d"]),
+                7,
+                3,
+            )
+            .id;
         let (_, after) = ix.tag_scan(b"b", 0, 10, 0);
         assert_eq!(names(before), names(after), "same ids, same order");
         assert_eq!(ix.tag_card(b"a", 0), 0);
@@ -538,34 +593,40 @@ mod tests {
             Some(&vec![b"b".to_vec(), b"d".to_vec()])
         );
         // Into another space: a full re-insert.
-        ix.upsert(
-            b"k",
-            Some((Space::Tags, t(&["b", "d"]))),
-            Space::Roles,
-            t(&["r"]),
-            NO_EXPIRE,
-            4,
-        );
+        id = ix
+            .upsert(
+                b"k",
+                old(Space::Tags, &["b", "d"], id),
+                Space::Roles,
+                t(&["r"]),
+                NO_EXPIRE,
+                4,
+            )
+            .id;
         assert_eq!(ix.keys_with_any(Space::Roles, &[b"r"]).len(), 1);
         assert_eq!(ix.tag_card(b"d", 0), 0);
         // A dead entry overwritten comes back alive, in every tag.
-        ix.upsert(
-            b"k",
-            Some((Space::Roles, t(&["r"]))),
-            Space::Tags,
-            t(&["big"]),
-            NO_EXPIRE,
-            5,
-        );
+        id = ix
+            .upsert(
+                b"k",
+                old(Space::Roles, &["r"], id),
+                Space::Tags,
+                t(&["big"]),
+                NO_EXPIRE,
+                5,
+            )
+            .id;
         assert_eq!(ix.invalidate(Space::Tags, &[b"big"], 10), 1);
-        ix.upsert(
-            b"k",
-            Some((Space::Tags, t(&["big"]))),
-            Space::Tags,
-            t(&["big"]),
-            NO_EXPIRE,
-            11,
-        );
+        id = ix
+            .upsert(
+                b"k",
+                old(Space::Tags, &["big"], id),
+                Space::Tags,
+                t(&["big"]),
+                NO_EXPIRE,
+                11,
+            )
+            .id;
         assert_eq!(ix.tag_card(b"big", 0), 1);
         assert_eq!(ix.dead().pending(), 0);
         assert_eq!(ix.live_len(), 2);
@@ -702,9 +763,15 @@ mod tests {
         assert!(ix.snapshot().is_empty());
         assert_eq!(ix.dead_keys().len(), 10);
         // Written after the invalidation: alive.
-        assert!(!ix.insert(b"new", Space::Tags, t(&["big"]), NO_EXPIRE, 101));
+        assert!(
+            !ix.insert(b"new", Space::Tags, t(&["big"]), NO_EXPIRE, 101)
+                .dead
+        );
         // Arriving with an older write (RESTORE of a dump): dead, queued.
-        assert!(ix.insert(b"old", Space::Tags, t(&["big"]), NO_EXPIRE, 50));
+        assert!(
+            ix.insert(b"old", Space::Tags, t(&["big"]), NO_EXPIRE, 50)
+                .dead
+        );
         assert_eq!(ix.dead().pending(), 11);
         let mut reclaimed = 0;
         loop {

@@ -104,6 +104,16 @@ pub fn stat(c: &mut Conn, name: &str) -> i64 {
     }
 }
 
+/// Waits until the reclaimer has deleted every entry a logical invalidation
+/// killed (`reclaim_pending` 0): until then SCAN and DBSIZE still see them.
+pub fn wait_reclaimed(c: &mut Conn) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stat(c, "reclaim_pending") != 0 {
+        assert!(std::time::Instant::now() < deadline, "reclaim did not finish in 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Waits until no AOF rewrite is running or scheduled.
 pub fn wait_for_aof_rewrite(s: &super::server::Server) {
     super::server::wait_until(std::time::Duration::from_secs(20), "AOF rewrite", || {
