@@ -122,15 +122,7 @@ impl EntryKey {
         }
         // SAFETY: `self.0` is an open key; the value pointer of a key of our type
         // is a Box<Entry> this module created, alive while the key is open.
-        unsafe {
-            let ty = raw::RedisModule_ModuleTypeGetType?(self.0);
-            if ty.is_null() || ty != *ENTRY_TYPE.raw_type.borrow() {
-                return None;
-            }
-            raw::RedisModule_ModuleTypeGetValue?(self.0)
-                .cast::<Entry>()
-                .as_ref()
-        }
+        unsafe { entry_of(self.0) }
     }
 
     /// Absolute expiry in unix ms, or `NO_EXPIRE`. Exact where the server can
@@ -344,6 +336,61 @@ fn replicate_argv(ctx: &Context, command: &'static [u8], args: &[RedisString]) {
             );
         }
     }
+}
+
+/// Calls `f` with every entry of the selected database and its key name.
+///
+/// RM_Scan directly: the crate's `KeysCursor` retains every key name it
+/// hands out and never releases it (about 30 bytes lost per key and scan).
+pub fn for_each_entry<F: FnMut(&[u8], &Entry)>(ctx: &Context, mut f: F) {
+    extern "C" fn visit<F: FnMut(&[u8], &Entry)>(
+        _ctx: *mut raw::RedisModuleCtx,
+        name: *mut raw::RedisModuleString,
+        key: *mut raw::RedisModuleKey,
+        data: *mut std::ffi::c_void,
+    ) {
+        crate::guard::callback((), || {
+            // SAFETY: `data` is the `&mut F` passed to RM_Scan below, alive for
+            // the scan; `key` is an open key (or NULL) valid during the call.
+            let f = unsafe { &mut *data.cast::<F>() };
+            if let Some(e) = unsafe { entry_of(key) } {
+                f(bytes_of(name), e);
+            }
+        })
+    }
+    // SAFETY: the cursor is created and destroyed here; `f` outlives every
+    // RM_Scan call, which only calls `visit` synchronously.
+    unsafe {
+        let (Some(create), Some(scan), Some(destroy)) = (
+            raw::RedisModule_ScanCursorCreate,
+            raw::RedisModule_Scan,
+            raw::RedisModule_ScanCursorDestroy,
+        ) else {
+            return;
+        };
+        let cursor = create();
+        let data = (&mut f as *mut F).cast::<std::ffi::c_void>();
+        while scan(ctx.ctx, cursor, Some(visit::<F>), data) != 0 {}
+        destroy(cursor);
+    }
+}
+
+/// The entry an open key holds, if it is one of ours.
+///
+/// # Safety
+/// `key` must be NULL or an open key, and the returned reference must not
+/// outlive it.
+unsafe fn entry_of<'a>(key: *mut raw::RedisModuleKey) -> Option<&'a Entry> {
+    if key.is_null() {
+        return None;
+    }
+    let ty = raw::RedisModule_ModuleTypeGetType?(key);
+    if ty.is_null() || ty != *ENTRY_TYPE.raw_type.borrow() {
+        return None;
+    }
+    raw::RedisModule_ModuleTypeGetValue?(key)
+        .cast::<Entry>()
+        .as_ref()
 }
 
 /// The database of the key an RDB/AOF callback is working on (0 if unknown).

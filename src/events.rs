@@ -65,7 +65,11 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
         let expire = handle.expire_at();
         let db = api::selected_db(ctx);
         let at = indexes::with_db(db, |ix| {
-            ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire, e.seq)
+            let mut at = ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire, e.seq);
+            if e.killed.get() {
+                at.dead = ix.mark_dead(at.id);
+            }
+            at
         });
         if let Some(at) = at {
             e.index_id.set(at.id);

@@ -36,6 +36,9 @@ pub fn any_tombs() -> bool {
 /// invalidation (and waits for the reclaimer): every read path treats it as
 /// missing.
 pub fn is_dead(db: i32, key: &[u8], e: &Entry) -> bool {
+    if e.killed.get() {
+        return true;
+    }
     if !ANY_TOMBS.load(Ordering::Relaxed) {
         return false;
     }

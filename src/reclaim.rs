@@ -56,6 +56,7 @@ fn tick(ctx: &Context, _: ()) {
             arm(ctx, IDLE);
             return;
         }
+        stats::RECLAIM_SLICES.incr();
         let deadline = Instant::now() + Duration::from_micros(budget);
         for db in pending {
             if !slice(ctx, db, deadline) {

@@ -44,8 +44,11 @@ pub static WAIT_TIMEOUTS: Counter = Counter::new();
 pub static STALE_SERVED: Counter = Counter::new();
 /// Dead entries the reclaimer deleted.
 pub static RECLAIMED: Counter = Counter::new();
+/// Time slices the reclaimer ran.
+pub static RECLAIM_SLICES: Counter = Counter::new();
 
-const RESETTABLE: [&Counter; 14] = [
+const RESETTABLE: [&Counter; 15] = [
+    &RECLAIM_SLICES,
     &RECLAIMED,
     &LEASES_GRANTED,
     &LEASE_SETS_REFUSED,
@@ -118,6 +121,7 @@ pub fn figures(ix: &IndexFigures) -> Vec<(&'static str, Figure)> {
         ("index_bytes", Figure::Count(ix.index_bytes)),
         ("reclaim_pending", Figure::Count(ix.reclaim_pending)),
         ("reclaimed", Figure::Count(RECLAIMED.get())),
+        ("reclaim_slices", Figure::Count(RECLAIM_SLICES.get())),
     ]
 }
 

@@ -11,10 +11,9 @@
 //! ACL refusal, and TCACHE.APPLYINVAL refused from normal clients. No test
 //! measures time: reclaim is awaited by polling with a generous deadline.
 //!
-//! Three tests are `#[ignore]`d: they fail on module bugs found while writing
-//! these (a dead entry brought back to life by RENAME/COPY out of its prefix
-//! or into another database; TCACHE.VERIFY leaking memory per key walked).
-//! Run them with `cargo test --release --test reclaim -- --ignored`.
+//! Also: a dead entry stays dead when RENAME/COPY takes it out of its prefix
+//! or MOVE/COPY into another database, and TCACHE.VERIFY gives back the
+//! memory it uses (three bugs these tests found, now fixed).
 
 mod common;
 
@@ -826,7 +825,6 @@ fn a_tag_killed_entry_copied_or_restored_under_another_name_stays_dead() {
 /// name. (A RESTORE of an old DUMP under a name outside the prefix is not
 /// covered: that name was never invalidated.)
 #[test]
-#[ignore = "module bug: a prefix-killed entry RENAMEd or COPYed to a key outside the prefix comes back to life (GET returns it, TAGCARD counts it, it is never reclaimed)"]
 fn a_prefix_killed_entry_renamed_or_copied_outside_the_prefix_stays_dead() {
     let s = Server::start();
     let mut c = s.conn();
@@ -849,7 +847,6 @@ fn a_prefix_killed_entry_renamed_or_copied_outside_the_prefix_stays_dead() {
 /// database must not arrive there alive (with the synchronous path there
 /// would be no key to move or copy).
 #[test]
-#[ignore = "module bug: a dead entry MOVEd or COPYed (COPY ... DB n) to another database comes back to life there and is never reclaimed"]
 fn a_dead_entry_moved_or_copied_to_another_database_stays_dead() {
     let s = Server::start();
     let mut c = s.conn();
@@ -888,7 +885,6 @@ fn a_dead_entry_moved_or_copied_to_another_database_stays_dead() {
 /// name (about 32 bytes) stays allocated for good, for every key of every
 /// walk. Found by the memory check of the 100k test.
 #[test]
-#[ignore = "module bug: every TCACHE.VERIFY leaks ~30-50 bytes per key it walks (KeysCursor retains each key name and never releases it)"]
 fn verify_gives_back_the_memory_it_uses() {
     const KEYS: usize = 20_000;
     let s = Server::start();

@@ -2,12 +2,11 @@
 
 use std::ffi::{c_int, c_long};
 
-use redis_module::key::RedisKey;
-use redis_module::{raw, Context, KeysCursor, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use std::collections::BTreeSet;
 
-use super::{gate, is_dead, slot, Slot};
+use super::{gate, is_dead};
 use crate::api;
 use crate::core::index::label_name;
 use crate::core::verify::{self, Snapshot};
@@ -64,25 +63,16 @@ pub fn verify(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 fn rebuild(ctx: &Context) -> (Snapshot, BTreeSet<Vec<u8>>) {
     let mut out = Snapshot::new();
     let mut dead = BTreeSet::new();
-    let cursor = KeysCursor::new();
-    let collect = |ctx: &Context, name: &RedisString, key: Option<&RedisKey>| {
-        if let Some(Slot::Entry(e)) = key.map(slot) {
-            if is_dead(ctx, name.as_slice(), e) {
-                dead.insert(name.as_slice().to_vec());
-                return;
-            }
-            out.insert(
-                name.as_slice().to_vec(),
-                e.tags.iter().map(|t| label_name(e.space(), t)).collect(),
-            );
+    api::for_each_entry(ctx, |name, e| {
+        if is_dead(ctx, name, e) {
+            dead.insert(name.to_vec());
+            return;
         }
-    };
-    // KeysCursor::scan takes &F; the closure mutates `out` through a RefCell-free
-    // FnMut, so drive it through a cell.
-    let cell = std::cell::RefCell::new(collect);
-    let step = |c: &Context, n: &RedisString, k: Option<&RedisKey>| (cell.borrow_mut())(c, n, k);
-    while cursor.scan(ctx, &step) {}
-    drop(cell);
+        out.insert(
+            name.to_vec(),
+            e.tags.iter().map(|t| label_name(e.space(), t)).collect(),
+        );
+    });
     (out, dead)
 }
 

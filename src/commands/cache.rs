@@ -255,13 +255,17 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let db = api::selected_db(ctx);
     if let Slot::Entry(e) = slot_mut(&key) {
         let at = indexes::with_db(db, |ix| {
-            ix.insert(
+            let mut at = ix.insert(
                 args[1].as_slice(),
                 e.space(),
                 e.tags.iter(),
                 NO_EXPIRE,
                 e.seq,
-            )
+            );
+            if e.killed.get() {
+                at.dead = ix.mark_dead(at.id);
+            }
+            at
         })
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
         e.index_id.set(at.id);

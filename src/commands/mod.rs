@@ -51,7 +51,9 @@ pub fn read<'a>(ctx: &Context, name: &[u8], key: &'a RedisKey) -> Slot<'a> {
 
 /// Whether `e`, stored under `name` in the selected database, is dead.
 pub fn is_dead(ctx: &Context, name: &[u8], e: &Entry) -> bool {
-    crate::indexes::any_tombs() && crate::indexes::is_dead(crate::api::selected_db(ctx), name, e)
+    e.killed.get()
+        || (crate::indexes::any_tombs()
+            && crate::indexes::is_dead(crate::api::selected_db(ctx), name, e))
 }
 
 /// The live entry of `key`, `None` when missing (or dead), WRONGTYPE for another type.

@@ -4,7 +4,7 @@
 //! (`TCACHE.APPLY`), so an entry has exactly one serialized shape.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::core::index::Space;
 
@@ -105,6 +105,44 @@ pub struct Entry {
     pub stale_at_ms: i64,
     /// Where the index holds this entry's key (not serialized).
     pub index_id: IndexId,
+    /// Killed by an invalidation, and since moved where no tombstone reaches
+    /// it (RENAME out of an invalidated prefix, MOVE or COPY to another
+    /// database): dead wherever it goes. Serialized (a bit of the kind byte),
+    /// so a restart or DUMP/RESTORE keeps it dead.
+    pub killed: Killed,
+}
+
+#[derive(Default)]
+pub struct Killed(AtomicBool);
+
+impl Killed {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Clone for Killed {
+    fn clone(&self) -> Killed {
+        Killed(AtomicBool::new(self.get()))
+    }
+}
+
+impl PartialEq for Killed {
+    fn eq(&self, other: &Killed) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Killed {}
+
+impl fmt::Debug for Killed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.get())
+    }
 }
 
 /// The id the index gave an entry's key, remembered so that an overwrite can
@@ -153,6 +191,7 @@ impl Entry {
             seq,
             stale_at_ms: 0,
             index_id: IndexId::default(),
+            killed: Killed::default(),
         }
     }
 
@@ -165,6 +204,7 @@ impl Entry {
             seq,
             stale_at_ms: 0,
             index_id: IndexId::default(),
+            killed: Killed::default(),
         }
     }
 
@@ -184,6 +224,9 @@ impl Entry {
             + self.perms.heap_bytes()
     }
 }
+
+/// Set in the kind byte of an entry an invalidation killed (see `Killed`).
+const KILLED_BIT: u8 = 0x80;
 
 /// Version byte of the serialized entry.
 pub const CODEC_VERSION: u8 = 1;
@@ -213,7 +256,7 @@ impl fmt::Display for DecodeError {
 pub fn encode(e: &Entry) -> Vec<u8> {
     let mut out = Vec::with_capacity(30 + e.tags.0.len() + e.perms.0.len() + e.value.len());
     out.push(CODEC_VERSION);
-    out.push(e.kind as u8);
+    out.push(e.kind as u8 | if e.killed.get() { KILLED_BIT } else { 0 });
     out.extend_from_slice(&e.seq.to_le_bytes());
     out.extend_from_slice(&e.stale_at_ms.to_le_bytes());
     out.extend_from_slice(&(e.tags.0.len() as u32).to_le_bytes());
@@ -243,7 +286,8 @@ pub fn decode(b: &[u8]) -> Result<Entry, DecodeError> {
         return Err(DecodeError::UnknownVersion(version));
     }
     let (&kind, b) = b.split_first().ok_or(DecodeError::Truncated)?;
-    let kind = Kind::from_byte(kind).ok_or(DecodeError::UnknownKind(kind))?;
+    let killed = kind & KILLED_BIT != 0;
+    let kind = Kind::from_byte(kind & !KILLED_BIT).ok_or(DecodeError::UnknownKind(kind))?;
     let (seq, b) = b.split_first_chunk::<8>().ok_or(DecodeError::Truncated)?;
     let (stale, b) = b.split_first_chunk::<8>().ok_or(DecodeError::Truncated)?;
     let (tags, b) = split_list(b)?;
@@ -259,6 +303,7 @@ pub fn decode(b: &[u8]) -> Result<Entry, DecodeError> {
         seq: u64::from_le_bytes(*seq),
         stale_at_ms: i64::from_le_bytes(*stale),
         index_id: IndexId::default(),
+        killed: Killed(AtomicBool::new(killed)),
     })
 }
 
@@ -308,6 +353,7 @@ mod tests {
             seq: 42,
             stale_at_ms: 1_700_000_000_123,
             index_id: IndexId::default(),
+            killed: Killed::default(),
         };
         assert_eq!(decode(&encode(&e)), Ok(e));
     }
@@ -339,6 +385,19 @@ mod tests {
         for cut in 0..header_and_tags {
             assert!(decode(&b[..cut]).is_err(), "cut at {cut} accepted");
         }
+    }
+
+    #[test]
+    fn the_killed_mark_survives_the_codec() {
+        let e = Entry::new(b"v", TagList::new([&b"t"[..]]), 3);
+        e.killed.set();
+        let back = decode(&encode(&e)).unwrap_or_else(|err| panic!("{err}"));
+        assert!(back.killed.get());
+        assert_eq!(back, e);
+        assert!(!decode(&encode(&Entry::new(b"v", TagList::default(), 1)))
+            .unwrap_or_else(|err| panic!("{err}"))
+            .killed
+            .get());
     }
 
     #[test]

@@ -235,6 +235,11 @@ impl DbIndex {
         for tag in tags {
             self.unlink_tag(rec.space, tag, id);
         }
+        // Give memory back after mass deletes (a reclaimed tag): hash maps
+        // never shrink on their own.
+        if self.ids.capacity() > 1024 && self.ids.len() * 4 < self.ids.capacity() {
+            self.ids.shrink_to(self.ids.len() * 2);
+        }
         true
     }
 
@@ -391,16 +396,28 @@ impl DbIndex {
         &self.dead
     }
 
-    /// Takes up to `n` dead entries off the reclaim queue.
+    /// Takes about `n` dead entries off the reclaim queue (none: done).
     pub fn pop_dead(&mut self, n: usize) -> Vec<Key> {
         let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let Some(id) = self.dead.pop() else { break };
-            if let Some(rec) = self.ids.get(&id) {
-                out.push(rec.key.clone());
-            }
+        while out.len() < n && self.dead.pending() > 0 {
+            let ids = self.dead.pop_some((n - out.len()) as u64);
+            out.extend(
+                ids.iter()
+                    .filter_map(|id| self.ids.get(id))
+                    .map(|rec| rec.key.clone()),
+            );
         }
         out
+    }
+
+    /// Queues entry `id` for the reclaimer: it was killed before it arrived
+    /// (its `killed` mark). Returns whether it was indexed.
+    pub fn mark_dead(&mut self, id: u64) -> bool {
+        let known = self.ids.contains_key(&id);
+        if known {
+            self.dead.queue_one(id);
+        }
+        known
     }
 
     /// Forgets the tombstones once the reclaimer has deleted every dead entry.
@@ -617,16 +634,14 @@ mod tests {
             )
             .id;
         assert_eq!(ix.invalidate(Space::Tags, &[b"big"], 10), 1);
-        id = ix
-            .upsert(
-                b"k",
-                old(Space::Tags, &["big"], id),
-                Space::Tags,
-                t(&["big"]),
-                NO_EXPIRE,
-                11,
-            )
-            .id;
+        ix.upsert(
+            b"k",
+            old(Space::Tags, &["big"], id),
+            Space::Tags,
+            t(&["big"]),
+            NO_EXPIRE,
+            11,
+        );
         assert_eq!(ix.tag_card(b"big", 0), 1);
         assert_eq!(ix.dead().pending(), 0);
         assert_eq!(ix.live_len(), 2);

@@ -41,12 +41,12 @@ pub static ENTRY_TYPE: RedisType = RedisType::new(
         aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as c_int,
         free_effort: None,
         unlink: None,
-        copy: Some(copy),
+        copy: None,
         defrag: None,
         mem_usage2: None,
         free_effort2: None,
         unlink2: Some(unlink2),
-        copy2: None,
+        copy2: Some(copy2),
         aux_save2: None,
     },
 );
@@ -156,18 +156,21 @@ extern "C" fn free(value: *mut c_void) {
     })
 }
 
-extern "C" fn copy(
-    _from: *mut raw::RedisModuleString,
-    _to: *mut raw::RedisModuleString,
-    value: *const c_void,
-) -> *mut c_void {
+extern "C" fn copy2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) -> *mut c_void {
     // The copy is indexed by the `copy_to` keyspace event, once it is in place.
     guard::callback(ptr::null_mut(), || {
         // SAFETY: Redis passes a value of this type.
-        match unsafe { entry(value) } {
-            Some(e) => Box::into_raw(Box::new(e.clone())).cast(),
-            None => ptr::null_mut(),
+        let Some(e) = (unsafe { entry(value) }) else {
+            return ptr::null_mut();
+        };
+        let copy = e.clone();
+        // A copy of a dead entry is dead too, wherever it lands.
+        if let Some((key, db)) = api::opt_ctx_key(ctx) {
+            if indexes::is_dead(db, key, e) {
+                copy.killed.set();
+            }
         }
+        Box::into_raw(Box::new(copy)).cast()
     })
 }
 
@@ -309,7 +312,13 @@ extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void)
             return;
         };
         if let Some((key, db)) = api::opt_ctx_key(ctx) {
-            indexes::with_db(db, |ix| ix.remove(key, e.tags.iter()));
+            indexes::with_db(db, |ix| {
+                // Leaving while dead (RENAME, MOVE...): stays dead where it lands.
+                if ix.dead().kills(key, e.space(), e.tags.iter(), e.seq) {
+                    e.killed.set();
+                }
+                ix.remove(key, e.tags.iter())
+            });
             leases::revoke(db, key);
         }
     })

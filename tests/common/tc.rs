@@ -109,7 +109,10 @@ pub fn stat(c: &mut Conn, name: &str) -> i64 {
 pub fn wait_reclaimed(c: &mut Conn) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while stat(c, "reclaim_pending") != 0 {
-        assert!(std::time::Instant::now() < deadline, "reclaim did not finish in 30 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reclaim did not finish in 30 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
