@@ -53,6 +53,15 @@ impl EntryKey {
         Self::open_mode(ctx, name, raw::REDISMODULE_READ | raw::REDISMODULE_WRITE)
     }
 
+    /// Opens the key named by a raw argv string.
+    pub fn open_raw(ctx: &Context, name: *mut raw::RedisModuleString, mode: u32) -> EntryKey {
+        // SAFETY: `ctx` and `name` are live; OpenKey returns NULL or a handle we close in Drop.
+        EntryKey(unsafe {
+            raw::RedisModule_OpenKey
+                .map_or(std::ptr::null_mut(), |f| f(ctx.ctx, name, mode as c_int))
+        })
+    }
+
     fn open_mode(ctx: &Context, name: &RedisString, mode: u32) -> EntryKey {
         // SAFETY: `ctx` and `name` are live; OpenKey returns NULL or a handle we close in Drop.
         EntryKey(unsafe {

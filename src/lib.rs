@@ -24,7 +24,7 @@ mod store;
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{raw, redis_module, Context, RedisString, Status};
 
-use commands::{admin, cache, fetch, gate, inval, perm, query};
+use commands::{admin, cache, fast, fetch, gate, inval, perm, query};
 use config::{
     INVALIDATION_CHANNEL, INVAL_SYNC_MAX_CFG, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG, MAX_VALUE_BYTES_CFG,
     PERM_TTL_CFG, RECLAIM_BUDGET_US_CFG,
@@ -53,6 +53,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("tcache: {e}"));
         return Status::Err;
     }
+    if let Err(e) = fast::register(ctx) {
+        ctx.log_warning(&format!("tcache: {e}"));
+        return Status::Err;
+    }
     // Replaces the crate's default INFO callback with ours.
     raw::register_info_function(ctx.ctx, Some(admin::info));
     Status::Ok
@@ -67,8 +71,8 @@ redis_module! {
     commands: [
         // TCACHE.SET key value ttl [NX | XX] [GATE name] [LEASE token] [SWR seconds] [TAGS tag [tag ...]]
         ["tcache.set", guarded!(cache::set), "write deny-oom", 1, 1, 1, ""],
-        // TCACHE.GET key
-        ["tcache.get", guarded!(cache::get), "readonly fast", 1, 1, 1, ""],
+        // TCACHE.GET key and PERM.CHECK key permission [permission ...] are
+        // registered by `fast::register` in init.
         // TCACHE.MGET key [key ...]
         ["tcache.mget", guarded!(cache::mget), "readonly fast", 1, -1, 1, ""],
         // TCACHE.DEL key [key ...]
@@ -109,8 +113,6 @@ redis_module! {
         ["perm.set", guarded!(perm::set), "write deny-oom", 1, 1, 1, ""],
         // PERM.GET key
         ["perm.get", guarded!(perm::get), "readonly fast", 1, 1, 1, ""],
-        // PERM.CHECK key permission [permission ...]
-        ["perm.check", guarded!(perm::check), "readonly fast", 1, 1, 1, ""],
         // PERM.INVALUSER key [key ...]
         ["perm.invaluser", guarded!(perm::invaluser), "write", 1, -1, 1, ""],
         // PERM.INVALROLE role [role ...]

@@ -125,25 +125,6 @@ pub fn reply_value(ctx: &Context, e: &Entry) {
     raw::reply_with_string_buffer(ctx.ctx, e.value.as_ptr().cast::<c_char>(), e.value.len());
 }
 
-/// TCACHE.GET key
-pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    if args.len() != 2 {
-        return Err(RedisError::WrongArity);
-    }
-    let key = ctx.open_key(&args[1]);
-    match entry_or_wrongtype(ctx, args[1].as_slice(), &key)? {
-        Some(e) if !is_stale_now(e) => {
-            stats::HITS.incr();
-            reply_value(ctx, e);
-            Ok(RedisValue::NoReply)
-        }
-        _ => {
-            stats::MISSES.incr();
-            Ok(RedisValue::Null)
-        }
-    }
-}
-
 /// TCACHE.MGET key [key ...]
 pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args.len() < 2 {

@@ -1,10 +1,8 @@
 //! The permission cache: PERM.SET / GET / CHECK / INVALUSER / INVALROLE / INVALALL.
 //! A permission entry is a tcache entry whose roles are indexed apart from tags.
 
-use std::ffi::c_long;
-
 use redis_module::key::RedisKey;
-use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use super::cache::{delete_entry, reply_value, write_entry};
 use super::inval::{delete_all, invalidate, publish, Target};
@@ -71,30 +69,6 @@ pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             Ok(RedisValue::Null)
         }
     }
-}
-
-/// PERM.CHECK key permission [permission ...]
-pub fn check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    if args.len() < 3 {
-        return Err(RedisError::WrongArity);
-    }
-    let key = ctx.open_key(&args[1]);
-    let Some(e) = perm_entry(ctx, &args[1], &key)? else {
-        // Not cached is never reported as denied: the caller asks its database.
-        stats::PERM_MISSES.incr();
-        return Ok(RedisValue::Null);
-    };
-    stats::PERM_HITS.incr();
-    let asked = &args[2..];
-    if asked.len() == 1 {
-        raw::reply_with_long_long(ctx.ctx, perm::granted(&e.perms, asked[0].as_slice()).into());
-    } else {
-        raw::reply_with_array(ctx.ctx, asked.len() as c_long);
-        for p in asked {
-            raw::reply_with_long_long(ctx.ctx, perm::granted(&e.perms, p.as_slice()).into());
-        }
-    }
-    Ok(RedisValue::NoReply)
 }
 
 /// PERM.INVALUSER key [key ...]
