@@ -72,7 +72,7 @@ bench: build ## Throughput ratios, INVALTAG at 100k and 1M entries (3 layouts), 
 		|| PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --break-system-packages redis
 	@command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null \
 		|| { echo "redis-cli / redis-benchmark not found (make deps installs redis-server and its tools)"; exit 1; }
-	python3 bench/bench.py --server "$(SERVER)" --module "$(MODULE)"
+	python3 bench/bench.py --server "$(SERVER)" --module "$(MODULE)" --rounds 5
 	python3 bench/invalidation.py --server "$(SERVER)" --module "$(MODULE)" \
 		--entries $(BENCH_ENTRIES) --rounds $(BENCH_ROUNDS)
 	@port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \

@@ -57,12 +57,15 @@ fn tick(ctx: &Context, _: ()) {
             return;
         }
         stats::RECLAIM_SLICES.incr();
-        let deadline = Instant::now() + Duration::from_micros(budget);
+        let started = Instant::now();
+        let deadline = started + Duration::from_micros(budget);
         for db in pending {
             if !slice(ctx, db, deadline) {
                 break;
             }
         }
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats::RECLAIM_SLICE_MAX_US.max(took);
         if indexes::pending_dbs().is_empty() {
             indexes::recheck_tombs();
         } else {

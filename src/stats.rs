@@ -11,6 +11,10 @@ impl Counter {
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
+    pub fn max(&self, n: u64) {
+        self.0.fetch_max(n, Ordering::Relaxed);
+    }
+
     pub fn incr(&self) {
         self.add(1);
     }
@@ -46,8 +50,11 @@ pub static STALE_SERVED: Counter = Counter::new();
 pub static RECLAIMED: Counter = Counter::new();
 /// Time slices the reclaimer ran.
 pub static RECLAIM_SLICES: Counter = Counter::new();
+/// The longest reclaimer slice, in microseconds.
+pub static RECLAIM_SLICE_MAX_US: Counter = Counter::new();
 
-const RESETTABLE: [&Counter; 15] = [
+const RESETTABLE: [&Counter; 16] = [
+    &RECLAIM_SLICE_MAX_US,
     &RECLAIM_SLICES,
     &RECLAIMED,
     &LEASES_GRANTED,
@@ -122,6 +129,10 @@ pub fn figures(ix: &IndexFigures) -> Vec<(&'static str, Figure)> {
         ("reclaim_pending", Figure::Count(ix.reclaim_pending)),
         ("reclaimed", Figure::Count(RECLAIMED.get())),
         ("reclaim_slices", Figure::Count(RECLAIM_SLICES.get())),
+        (
+            "reclaim_slice_max_us",
+            Figure::Count(RECLAIM_SLICE_MAX_US.get()),
+        ),
     ]
 }
 

@@ -175,7 +175,7 @@ fn stats_count_and_reset_and_info_section_matches() {
     // RESP3: a real map.
     let mut c3 = s.conn3();
     let m = c3.q(&["TCACHE.STATS"]);
-    assert_eq!(m.as_map().len(), 21);
+    assert_eq!(m.as_map().len(), 22);
     refused(&mut c, &q(&["TCACHE.STATS", "bogus"]), "ERR syntax error");
 }
 

@@ -565,7 +565,7 @@ fn per_gate_counters_are_in_stats_and_info() {
     // RESP3: STATS is a map whose `gates` is a map of maps.
     let mut c3 = s.conn3();
     let st = c3.q(&["TCACHE.STATS"]);
-    assert_eq!(st.as_map().len(), 21);
+    assert_eq!(st.as_map().len(), 22);
     let gates = st.field("gates").unwrap();
     assert_eq!(gates.as_map().len(), 2);
     let report = gates.field("report").unwrap();

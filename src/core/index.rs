@@ -30,6 +30,9 @@ pub struct Old<'a, I: Iterator<Item = &'a [u8]>> {
     pub id: u64,
 }
 
+/// The largest id map a delete shrinks (see `remove`).
+const SHRINK_MAX_LEN: usize = 1 << 16;
+
 /// No expiry, as `PTTL` says -1.
 pub const NO_EXPIRE: i64 = -1;
 
@@ -236,9 +239,12 @@ impl DbIndex {
             self.unlink_tag(rec.space, tag, id);
         }
         // Give memory back after mass deletes (a reclaimed tag): hash maps
-        // never shrink on their own.
-        if self.ids.capacity() > 1024 && self.ids.len() * 4 < self.ids.capacity() {
-            self.ids.shrink_to(self.ids.len() * 2);
+        // never shrink on their own. A shrink rehashes every remaining id in
+        // one go, so it waits until at most SHRINK_MAX_LEN remain (about 2 ms
+        // of work) rather than stall a reclaimer slice for tens of ms.
+        let (len, cap) = (self.ids.len(), self.ids.capacity());
+        if cap > 1024 && len * 4 < cap && len <= SHRINK_MAX_LEN {
+            self.ids.shrink_to(len * 2);
         }
         true
     }
