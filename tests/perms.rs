@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::tc::{assert_verified, err, exists, get, ok, set, stat};
+use common::tc::{assert_verified, err, exists, get, ok, pipeline, set, stat, words};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -36,26 +36,6 @@ fn perm_set(c: &mut Conn, key: &str, roles: &[&str], perms: &[&str]) {
         c.q(&["PERM.SET", key, &json, "600"]),
         &format!("PERM.SET {key}"),
     );
-}
-
-#[track_caller]
-/// Sends every command before reading the replies, in chunks.
-fn pipeline(c: &mut Conn, cmds: &[Vec<String>]) -> Vec<Value> {
-    let mut out = Vec::with_capacity(cmds.len());
-    for chunk in cmds.chunks(250) {
-        for cmd in chunk {
-            let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
-            c.send(&args);
-        }
-        for _ in chunk {
-            out.push(c.read());
-        }
-    }
-    out
-}
-
-fn words(args: &[&str]) -> Vec<String> {
-    args.iter().map(|a| a.to_string()).collect()
 }
 
 /// PERM.INVALROLE `roles` removes exactly `gone` among `keys` (the others keep

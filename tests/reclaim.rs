@@ -20,7 +20,8 @@ mod common;
 use std::time::Duration;
 
 use common::tc::{
-    assert_tag, assert_verified, err, exists, get, ok, set, stat, tagscan_all, wait_for_aof_rewrite,
+    assert_tag, assert_verified, err, exists, get, ok, pipeline, set, stat, tagscan_all,
+    wait_for_aof_rewrite, words,
 };
 use common::*;
 
@@ -34,26 +35,6 @@ const LOGICAL_PAUSED: [&str; 4] = ["inval-sync-max", "0", "reclaim-budget-us", "
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Sends every command before reading the replies, in chunks.
-#[track_caller]
-fn pipeline(c: &mut Conn, cmds: &[Vec<String>]) -> Vec<Value> {
-    let mut out = Vec::with_capacity(cmds.len());
-    for chunk in cmds.chunks(1000) {
-        for cmd in chunk {
-            let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
-            c.send(&args);
-        }
-        for _ in chunk {
-            out.push(c.read());
-        }
-    }
-    out
-}
-
-fn words(args: &[&str]) -> Vec<String> {
-    args.iter().map(|a| a.to_string()).collect()
-}
 
 /// `TCACHE.SET key value 3600 TAGS tags...` for every `(key, value, tags)`,
 /// pipelined; asserts every reply is OK.

@@ -125,3 +125,24 @@ pub fn wait_for_aof_rewrite(s: &super::server::Server) {
         idle("aof_rewrite_in_progress") && idle("aof_rewrite_scheduled")
     });
 }
+
+/// Sends every command before reading the replies, in chunks of 500.
+#[track_caller]
+pub fn pipeline(c: &mut Conn, cmds: &[Vec<String>]) -> Vec<Value> {
+    let mut out = Vec::with_capacity(cmds.len());
+    for chunk in cmds.chunks(500) {
+        for cmd in chunk {
+            let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
+            c.send(&args);
+        }
+        for _ in chunk {
+            out.push(c.read());
+        }
+    }
+    out
+}
+
+/// Owned command words.
+pub fn words(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
