@@ -10,12 +10,12 @@ use redis_module::{raw, Context, RedisError};
 
 use super::cache::reply_value;
 use super::fetch::is_stale;
+use super::is_dead;
 use crate::api;
 use crate::core::entry::{Entry, Kind};
 use crate::core::perm;
 use crate::errors;
 use crate::guard;
-use crate::indexes;
 use crate::stats;
 
 type Argv = *mut *mut raw::RedisModuleString;
@@ -78,11 +78,7 @@ fn with_entry<R>(
     if e.is_none() && key.holds_other_type() {
         return Err(errors::wrongtype());
     }
-    let live = e.filter(|e| {
-        !(e.killed.get()
-            || (indexes::any_tombs()
-                && indexes::is_dead(api::selected_db(ctx), api::bytes_of(name), e)))
-    });
+    let live = e.filter(|e| !is_dead(ctx, api::bytes_of(name), e));
     f(live)
 }
 
