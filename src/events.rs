@@ -64,17 +64,7 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
     if let Some(e) = handle.entry() {
         let expire = handle.expire_at();
         let db = api::selected_db(ctx);
-        let at = indexes::with_db(db, |ix| {
-            let mut at = ix.insert(name.as_slice(), e.space(), e.tags.iter(), expire, e.seq);
-            if e.killed.get() {
-                at.dead = ix.mark_dead(at.id);
-            }
-            at
-        });
-        if let Some(at) = at {
-            e.index_id.set(at.id);
-        }
-        if at.is_some_and(|at| at.dead) {
+        if indexes::index_arrival(db, name.as_slice(), e, expire) == Some(true) {
             // Written before a pending invalidation that kills it.
             reclaim::start(ctx);
         }

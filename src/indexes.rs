@@ -120,3 +120,19 @@ pub fn bury(db: i32, space: Option<Space>, name: &[u8], seq: u64) {
     with_db(db, |ix| ix.bury(space, name, seq));
     note_tombs();
 }
+
+/// Indexes entry `e`, which arrived under `key` without a TCACHE.SET (APPLY,
+/// RENAME/MOVE/COPY, RESTORE, loading): remembers its id and, if it was
+/// killed before it came (its `killed` mark or a pending tombstone), queues it
+/// for the reclaimer. Returns whether it is dead; `None` if the index is busy.
+pub fn index_arrival(db: i32, key: &[u8], e: &Entry, expire_at_ms: i64) -> Option<bool> {
+    let at = with_db(db, |ix| {
+        let mut at = ix.insert(key, e.space(), e.tags.iter(), expire_at_ms, e.seq);
+        if e.killed.get() {
+            at.dead = ix.mark_dead(at.id);
+        }
+        at
+    })?;
+    e.index_id.set(at.id);
+    Some(at.dead)
+}

@@ -116,7 +116,7 @@ pub fn write_entry(
 }
 
 /// A stale entry (soft-expired) reads as a miss outside TCACHE.FETCH.
-fn is_stale_now(e: &Entry) -> bool {
+pub fn is_stale_now(e: &Entry) -> bool {
     e.stale_at_ms != 0 && super::fetch::is_stale(e, api::now_ms())
 }
 
@@ -235,22 +235,9 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     key.set_value(&ENTRY_TYPE, entry)?;
     let db = api::selected_db(ctx);
     if let Slot::Entry(e) = slot_mut(&key) {
-        let at = indexes::with_db(db, |ix| {
-            let mut at = ix.insert(
-                args[1].as_slice(),
-                e.space(),
-                e.tags.iter(),
-                NO_EXPIRE,
-                e.seq,
-            );
-            if e.killed.get() {
-                at.dead = ix.mark_dead(at.id);
-            }
-            at
-        })
-        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
-        e.index_id.set(at.id);
-        if at.dead {
+        let dead = indexes::index_arrival(db, args[1].as_slice(), e, NO_EXPIRE)
+            .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+        if dead {
             crate::reclaim::start(ctx);
         }
     }

@@ -8,8 +8,7 @@ use std::ffi::{c_int, c_long, CString};
 
 use redis_module::{raw, Context, RedisError};
 
-use super::cache::reply_value;
-use super::fetch::is_stale;
+use super::cache::{is_stale_now, reply_value};
 use super::is_dead;
 use crate::api;
 use crate::core::entry::{Entry, Kind};
@@ -90,7 +89,7 @@ extern "C" fn tcache_get(ctx: *mut raw::RedisModuleCtx, argv: Argv, argc: c_int)
         with_entry(ctx, args[1], |e| {
             match e {
                 // A stale entry (soft-expired) reads as a miss outside FETCH.
-                Some(e) if e.stale_at_ms == 0 || !is_stale(e, api::now_ms()) => {
+                Some(e) if !is_stale_now(e) => {
                     stats::HITS.incr();
                     reply_value(ctx, e);
                 }

@@ -14,7 +14,7 @@ use super::cache::delete_indexed;
 use super::{bytes, key_names};
 use crate::api::{self, Caller};
 use crate::config;
-use crate::core::index::{Key, Space};
+use crate::core::index::{DbIndex, Key, Space};
 use crate::errors;
 use crate::indexes;
 use crate::leases;
@@ -42,6 +42,26 @@ impl Target<'_> {
         match self {
             Target::Labels(_, names) => names.clone(),
             Target::Prefix(p) => vec![p],
+        }
+    }
+
+    /// The live keys it names.
+    fn keys(&self, ix: &DbIndex) -> Vec<Key> {
+        match self {
+            Target::Labels(space, names) => ix.keys_with_any(*space, names),
+            Target::Prefix(p) => ix.keys_with_prefix(p),
+        }
+    }
+
+    /// The logical invalidation at `seq`; `prefix_ids` are the prefix's live
+    /// ids when the caller already collected them. Returns the entries killed.
+    fn kill(&self, ix: &mut DbIndex, prefix_ids: Option<Vec<u64>>, seq: u64) -> usize {
+        match self {
+            Target::Labels(space, names) => ix.invalidate(*space, names, seq),
+            Target::Prefix(p) => {
+                let ids = prefix_ids.unwrap_or_else(|| ix.prefix_ids(p));
+                ix.invalidate_prefix(p, ids, seq)
+            }
         }
     }
 }
@@ -86,28 +106,16 @@ pub fn invalidate(ctx: &Context, target: Target) -> RedisResult {
         }
     })
     .ok_or_else(busy)?;
+    let keys = || indexes::with_db(db, |ix| target.keys(ix)).ok_or_else(busy);
     if size <= config::inval_sync_max() {
-        let keys = indexes::with_db(db, |ix| match &target {
-            Target::Labels(space, names) => ix.keys_with_any(*space, names),
-            Target::Prefix(p) => ix.keys_with_prefix(p),
-        })
-        .ok_or_else(busy)?;
-        return delete_all(ctx, &keys);
+        return delete_all(ctx, &keys()?);
     }
     if !api::may_delete_any_key(ctx) {
-        let keys = indexes::with_db(db, |ix| match &target {
-            Target::Labels(space, names) => ix.keys_with_any(*space, names),
-            Target::Prefix(p) => ix.keys_with_prefix(p),
-        })
-        .ok_or_else(busy)?;
-        check_may_delete(ctx, &key_names(ctx, &keys))?;
+        check_may_delete(ctx, &key_names(ctx, &keys()?))?;
     }
     let seq = seq::next();
-    let killed = indexes::with_db(db, |ix| match &target {
-        Target::Labels(space, names) => ix.invalidate(*space, names, seq),
-        Target::Prefix(p) => ix.invalidate_prefix(p, prefix_ids, seq),
-    })
-    .ok_or_else(busy)?;
+    let killed =
+        indexes::with_db(db, |ix| target.kill(ix, Some(prefix_ids), seq)).ok_or_else(busy)?;
     indexes::note_tombs();
     api::replicate_invalidation(ctx, seq, target.kind(), &target.names());
     reclaim::start(ctx);
@@ -139,14 +147,8 @@ pub fn applyinval(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     };
     seq::observe(seq);
     let db = api::selected_db(ctx);
-    indexes::with_db(db, |ix| match &target {
-        Target::Labels(space, names) => ix.invalidate(*space, names, seq),
-        Target::Prefix(p) => {
-            let ids = ix.prefix_ids(p);
-            ix.invalidate_prefix(p, ids, seq)
-        }
-    })
-    .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    indexes::with_db(db, |ix| target.kill(ix, None, seq))
+        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
     indexes::note_tombs();
     reclaim::start(ctx);
     Ok(RedisValue::SimpleStringStatic("OK"))

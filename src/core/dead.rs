@@ -195,7 +195,11 @@ impl Dead {
 
     /// Approximate heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        let names: usize = self.tombs().iter().map(|t| t.1.len() + 32).sum();
+        let labels = self.tags.keys().chain(self.roles.keys());
+        let names: usize = labels
+            .chain(self.prefixes.iter().map(|(p, _)| p))
+            .map(|n| n.len() + 32)
+            .sum();
         names + self.pending * 9
     }
 }
