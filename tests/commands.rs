@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::tc::{assert_tag, get, set, tags_of};
+use common::tc::{assert_tag, get, set, tags_of, tenant_a_user};
 use common::*;
 
 fn digest(c: &mut Conn) -> Vec<u8> {
@@ -398,19 +398,7 @@ fn acl_restricted_user_cannot_delete_other_tenants_through_tag_or_prefix() {
     let mut admin = s.conn();
     set(&mut admin, "tenantA:1", "a", 100, &["shared"]);
     set(&mut admin, "tenantB:1", "b", 100, &["shared"]);
-    assert!(admin
-        .q(&[
-            "ACL",
-            "SETUSER",
-            "alice",
-            "on",
-            ">pw",
-            "~tenantA:*",
-            "+@all"
-        ])
-        .is_ok());
-    let mut alice = s.conn();
-    assert!(alice.q(&["AUTH", "alice", "pw"]).is_ok());
+    let mut alice = tenant_a_user(&s, &mut admin);
     let before = digest(&mut admin);
     let r = alice.q(&["TCACHE.INVALTAG", "shared"]);
     assert!(r.is_error_starting("NOPERM"), "{r:?}");

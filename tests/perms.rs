@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::tc::{assert_verified, err, exists, get, ok, pipeline, set, stat, words};
+use common::tc::{
+    assert_verified, err, exists, get, ok, pipeline, set, stat, tenant_a_user, words,
+};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -487,20 +489,7 @@ fn invalrole_refuses_with_noperm_and_deletes_nothing_when_a_role_reaches_other_t
     perm_set(&mut admin, "tenantA:u1", &["billing"], &["invoices:*"]);
     perm_set(&mut admin, "tenantA:u2", &["support"], &["tickets:*"]);
     perm_set(&mut admin, "tenantB:u1", &["billing"], &["invoices:*"]);
-    ok(
-        admin.q(&[
-            "ACL",
-            "SETUSER",
-            "alice",
-            "on",
-            ">pw",
-            "~tenantA:*",
-            "+@all",
-        ]),
-        "ACL SETUSER",
-    );
-    let mut alice = s.conn();
-    ok(alice.q(&["AUTH", "alice", "pw"]), "AUTH");
+    let mut alice = tenant_a_user(&s, &mut admin);
     let digest = |c: &mut Conn| c.q(&["DEBUG", "DIGEST"]).as_bytes().to_vec();
     let before = digest(&mut admin);
     for roles in [&["billing"][..], &["support", "billing"]] {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use common::tc::{
     assert_tag, assert_verified, err, exists, get, ok, pipeline, set, stat, tagscan_all,
-    wait_for_aof_rewrite, words,
+    tenant_a_user, wait_for_aof_rewrite, words,
 };
 use common::*;
 
@@ -682,20 +682,7 @@ fn logical_invalidation_reaching_another_tenant_is_refused_and_changes_nothing()
         admin.q(&["PERM.SET", "tenantB:p", &perm_json(&["billing"])]),
         "PERM.SET tenantB:p",
     );
-    ok(
-        admin.q(&[
-            "ACL",
-            "SETUSER",
-            "alice",
-            "on",
-            ">pw",
-            "~tenantA:*",
-            "+@all",
-        ]),
-        "ACL SETUSER",
-    );
-    let mut alice = s.conn();
-    ok(alice.q(&["AUTH", "alice", "pw"]), "AUTH");
+    let mut alice = tenant_a_user(&s, &mut admin);
     let before = digest(&mut admin);
 
     let refused: &[&[&str]] = &[

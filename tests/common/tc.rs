@@ -146,3 +146,21 @@ pub fn pipeline(c: &mut Conn, cmds: &[Vec<String>]) -> Vec<Value> {
 pub fn words(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
+
+/// A connection of user `alice`, who may touch only keys `tenantA:*` (all
+/// commands allowed), created through `admin`.
+pub fn tenant_a_user(s: &super::server::Server, admin: &mut Conn) -> Conn {
+    let r = admin.q(&[
+        "ACL",
+        "SETUSER",
+        "alice",
+        "on",
+        ">pw",
+        "~tenantA:*",
+        "+@all",
+    ]);
+    ok(r, "ACL SETUSER");
+    let mut alice = s.conn();
+    ok(alice.q(&["AUTH", "alice", "pw"]), "AUTH");
+    alice
+}
