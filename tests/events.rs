@@ -5,13 +5,14 @@
 //! deletes fires `del` (generic class `g`). TCACHE.GET / MGET declare their
 //! keys, so `CLIENT TRACKING on` remembers what they read, and a key that
 //! TCACHE.INVALTAG / DEL / INVALPREFIX removes or TCACHE.SET overwrites sends
-//! `["invalidate", [key]]` to the client that read it.
+//! `["invalidate", [key]]` to the client that read it. After a logical
+//! invalidation both arrive as the reclaimer deletes the keys.
 
 mod common;
 
 use std::time::Duration;
 
-use common::tc::{assert_tag, set};
+use common::tc::{assert_tag, set, stat, wait_reclaimed};
 use common::*;
 
 /// How long any single notification or push may take to arrive.
@@ -453,4 +454,33 @@ fn keys_read_with_perm_get_and_perm_check_are_tracked() {
     // perm:3 was never read by the tracking client: no push for it.
     assert_eq!(c.q(&["PERM.INVALROLE", "editor"]).as_int(), 3);
     assert_eq!(invalidations(&mut t, 2), vec!["perm:1", "perm:2"]);
+}
+
+/// A logical invalidation (above `tcache.inval-sync-max`) deletes in the
+/// background: each key the reclaimer deletes fires `del`, and a tracking
+/// client that read it is told, as with the synchronous path.
+#[test]
+fn keys_the_reclaimer_deletes_fire_del_and_reach_tracking_clients() {
+    let s = Server::start();
+    let mut c = s.conn();
+    config_events(&mut c, "KEA");
+    assert!(c
+        .q(&["CONFIG", "SET", "tcache.inval-sync-max", "0"])
+        .is_ok());
+    set(&mut c, "user:1", "alice", 100, &["users"]);
+    set(&mut c, "user:2", "bob", 100, &["users"]);
+    set(&mut c, "other", "x", 100, &["misc"]);
+    let mut t = tracking_client(&s);
+    assert_eq!(t.q(&["TCACHE.GET", "user:1"]), Value::bulk("alice"));
+    assert_eq!(t.q(&["TCACHE.GET", "other"]), Value::bulk("x"));
+    let mut sub = Subscriber::new(&s);
+
+    assert_eq!(c.q(&["TCACHE.INVALTAG", "users"]).as_int(), 2);
+    wait_reclaimed(&mut c);
+    assert_eq!(stat(&mut c, "reclaimed"), 2, "deleted by the reclaimer");
+    let mut want = both("del", "user:1");
+    want.extend(both("del", "user:2"));
+    assert_eq!(sorted(sub.events()), sorted(want));
+    assert_eq!(invalidations(&mut t, 1), vec!["user:1".to_string()]);
+    assert_eq!(t.q(&["TCACHE.GET", "other"]), Value::bulk("x"));
 }
