@@ -10,11 +10,18 @@ pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 pub const INVALID_CURSOR: &str = "ERR invalid cursor";
 pub const INTERNAL: &str = "ERR internal error";
 pub const INDEX_BUSY: &str = "ERR internal error: index busy";
+/// 2^32 entries in one database: the index has no id left.
+pub const INDEX_FULL: &str = "ERR index full: too many tcache entries in this database";
 pub const NOPERM_DELETE: &str =
     "NOPERM this user has no permissions to delete one or more of the entries reached";
 pub const NOPERM_UPDATE: &str =
     "NOPERM this user has no permissions to modify one or more of the entries reached";
 pub const APPLY_RESERVED: &str = "ERR TCACHE.APPLY is reserved for replication and AOF loading";
+
+/// Tag or permission lists over 4 GB (far beyond the configured limits).
+pub fn entry_too_large() -> RedisError {
+    RedisError::Str("ERR entry too large")
+}
 
 pub fn wrongtype() -> RedisError {
     RedisError::Str(WRONGTYPE)

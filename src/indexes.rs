@@ -42,10 +42,7 @@ pub fn is_dead(db: i32, key: &[u8], e: &Entry) -> bool {
     if !ANY_TOMBS.load(Ordering::Relaxed) {
         return false;
     }
-    with_db(db, |ix| {
-        ix.dead().kills(key, e.space(), e.tags.iter(), e.seq)
-    })
-    .unwrap_or(false)
+    with_db(db, |ix| ix.dead().kills(key, e.space(), e.tags(), e.seq)).unwrap_or(false)
 }
 
 /// Runs `f` on the index of database `db`; `None` if the index is busy.
@@ -124,15 +121,16 @@ pub fn bury(db: i32, space: Option<Space>, name: &[u8], seq: u64) {
 /// Indexes entry `e`, which arrived under `key` without a TCACHE.SET (APPLY,
 /// RENAME/MOVE/COPY, RESTORE, loading): remembers its id and, if it was
 /// killed before it came (its `killed` mark or a pending tombstone), queues it
-/// for the reclaimer. Returns whether it is dead; `None` if the index is busy.
+/// for the reclaimer. Returns whether it is dead; `None` if the index is busy
+/// (or full).
 pub fn index_arrival(db: i32, key: &[u8], e: &Entry, expire_at_ms: i64) -> Option<bool> {
     let at = with_db(db, |ix| {
-        let mut at = ix.insert(key, e.space(), e.tags.iter(), expire_at_ms, e.seq);
+        let mut at = ix.insert(key, e.space(), e.tags(), expire_at_ms, e.seq)?;
         if e.killed.get() {
             at.dead = ix.mark_dead(at.id);
         }
-        at
-    })?;
+        Some(at)
+    })??;
     e.index_id.set(at.id);
     Some(at.dead)
 }

@@ -70,7 +70,7 @@ fn rebuild(ctx: &Context) -> (Snapshot, BTreeSet<Vec<u8>>) {
         }
         out.insert(
             name.to_vec(),
-            e.tags.iter().map(|t| label_name(e.space(), t)).collect(),
+            e.tags().map(|t| label_name(e.space(), t)).collect(),
         );
     });
     (out, dead)

@@ -42,7 +42,7 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return Ok(RedisValue::Null);
         }
     }
-    let mut entry = Entry::new(value, tags, seq::next());
+    let mut entry = Entry::new(value, &tags, seq::next()).ok_or_else(errors::entry_too_large)?;
     let mut ttl_ms = ttl_s * 1000;
     if let Some(swr) = opts.swr {
         entry.stale_at_ms = now + ttl_ms;
@@ -85,19 +85,20 @@ pub fn write_entry(
     let at = indexes::with_db(db, |ix| {
         let old = key.entry().map(|e| Old {
             space: e.space(),
-            tags: e.tags.iter(),
+            tags: e.tags(),
             id: e.index_id.get(),
         });
         ix.upsert(
             name.as_slice(),
             old,
             entry.space(),
-            entry.tags.iter(),
+            entry.tags(),
             expire_at,
             entry.seq,
         )
     })
-    .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    .ok_or(RedisError::Str(errors::INDEX_BUSY))?
+    .ok_or(RedisError::Str(errors::INDEX_FULL))?;
     entry.index_id.set(at.id);
     if let Err(e) = store::overwrite_indexed(|| key.set_entry(entry)) {
         // Not stored (the key could not be written): undo the index record.
@@ -122,7 +123,8 @@ pub fn is_stale_now(e: &Entry) -> bool {
 
 /// Replies with a bulk string straight from the entry, without a copy.
 pub fn reply_value(ctx: &Context, e: &Entry) {
-    raw::reply_with_string_buffer(ctx.ctx, e.value.as_ptr().cast::<c_char>(), e.value.len());
+    let value = e.value();
+    raw::reply_with_string_buffer(ctx.ctx, value.as_ptr().cast::<c_char>(), value.len());
 }
 
 /// TCACHE.MGET key [key ...]
@@ -206,8 +208,7 @@ pub fn tags(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let key = ctx.open_key(&args[1]);
     Ok(match entry_or_wrongtype(ctx, args[1].as_slice(), &key)? {
         Some(e) => RedisValue::Array(
-            e.tags
-                .iter()
+            e.tags()
                 .map(|t| RedisValue::StringBuffer(t.to_vec()))
                 .collect(),
         ),

@@ -122,7 +122,7 @@ extern "C" fn perm_check(ctx: *mut raw::RedisModuleCtx, argv: Argv, argc: c_int)
             stats::PERM_HITS.incr();
             let asked = &args[2..];
             let granted = |p: *mut raw::RedisModuleString| {
-                i64::from(perm::granted(&e.perms, api::bytes_of(p)))
+                i64::from(perm::granted(e.perms(), api::bytes_of(p)))
             };
             if asked.len() == 1 {
                 raw::reply_with_long_long(ctx.ctx, granted(asked[0]));

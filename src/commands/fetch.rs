@@ -60,11 +60,11 @@ pub fn resolve(ctx: &Context, name: &RedisString, lease_ms: i64) -> Option<Redis
         Slot::Other => Some(Err(errors::wrongtype())),
         Slot::Entry(e) if !is_stale(e, now) => Some(Ok(RedisValue::Array(vec![
             word("HIT"),
-            RedisValue::StringBuffer(e.value.to_vec()),
+            RedisValue::StringBuffer(e.value().to_vec()),
         ]))),
         Slot::Entry(e) => {
             stats::STALE_SERVED.incr();
-            let value = RedisValue::StringBuffer(e.value.to_vec());
+            let value = RedisValue::StringBuffer(e.value().to_vec());
             let mut reply = vec![word("STALE"), value];
             if leases::active(db, name.as_slice(), now).is_none() {
                 if let Some(lease) = grant(ctx, db, name.as_slice(), lease_ms, now) {

@@ -14,7 +14,7 @@ use super::cache::delete_indexed;
 use super::{bytes, key_names};
 use crate::api::{self, Caller};
 use crate::config;
-use crate::core::index::{DbIndex, Key, Space};
+use crate::core::index::{DbIndex, Id, Key, Space};
 use crate::errors;
 use crate::indexes;
 use crate::leases;
@@ -55,7 +55,7 @@ impl Target<'_> {
 
     /// The logical invalidation at `seq`; `prefix_ids` are the prefix's live
     /// ids when the caller already collected them. Returns the entries killed.
-    fn kill(&self, ix: &mut DbIndex, prefix_ids: Option<Vec<u64>>, seq: u64) -> usize {
+    fn kill(&self, ix: &mut DbIndex, prefix_ids: Option<Vec<Id>>, seq: u64) -> usize {
         match self {
             Target::Labels(space, names) => ix.invalidate(*space, names, seq),
             Target::Prefix(p) => {

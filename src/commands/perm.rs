@@ -48,7 +48,8 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     })?;
     let roles: Vec<&[u8]> = shape.roles.iter().collect();
     check_limits(&config::limits(), json.len(), &roles, shape.role_count).map_err(errors::arg)?;
-    let entry = Entry::new_perm(json, shape.roles.clone(), shape.perms, seq::next());
+    let entry = Entry::new_perm(json, &shape.roles, &shape.perms, seq::next())
+        .ok_or_else(errors::entry_too_large)?;
     write_entry(ctx, &args[1], entry, ttl_s * 1000, Condition::Always)
 }
 

@@ -13,9 +13,12 @@
 //! reclaimer deletes them. Once every batch is empty no dead entry is left, so
 //! the tombstones go too.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+
+use roaring::RoaringBitmap;
 
 use crate::core::index::Space;
+use crate::core::slab::Id;
 
 #[derive(Default)]
 pub struct Dead {
@@ -23,7 +26,7 @@ pub struct Dead {
     roles: HashMap<Box<[u8]>, u64>,
     prefixes: Vec<(Box<[u8]>, u64)>,
     /// Disjoint sets of ids of dead entries not yet deleted.
-    batches: Vec<BTreeSet<u64>>,
+    batches: Vec<RoaringBitmap>,
     pending: usize,
 }
 
@@ -87,20 +90,14 @@ impl Dead {
 
     /// Queues `ids` for deletion, leaving out any already queued; returns how
     /// many are new.
-    pub fn queue(&mut self, mut ids: BTreeSet<u64>) -> usize {
+    pub fn queue(&mut self, mut ids: RoaringBitmap) -> usize {
         for b in &self.batches {
             if ids.is_empty() {
                 break;
             }
-            if b.len() < ids.len() {
-                for id in b {
-                    ids.remove(id);
-                }
-            } else {
-                ids.retain(|id| !b.contains(id));
-            }
+            ids -= b;
         }
-        let n = ids.len();
+        let n = ids.len() as usize;
         if n > 0 {
             self.pending += n;
             self.batches.push(ids);
@@ -110,43 +107,42 @@ impl Dead {
     }
 
     /// Queues one id (a dead entry that arrived by RENAME, RESTORE, loading...).
-    pub fn queue_one(&mut self, id: u64) {
+    pub fn queue_one(&mut self, id: Id) {
         if !self.contains(id) {
-            self.queue(BTreeSet::from([id]));
+            self.queue(RoaringBitmap::from_iter([id]));
         }
     }
 
-    pub fn contains(&self, id: u64) -> bool {
-        self.batches.iter().any(|b| b.contains(&id))
+    pub fn contains(&self, id: Id) -> bool {
+        self.batches.iter().any(|b| b.contains(id))
     }
 
     /// The entry `id` left the database: it no longer waits for deletion.
-    pub fn forget(&mut self, id: u64) {
+    pub fn forget(&mut self, id: Id) {
         if self.batches.is_empty() {
             return;
         }
-        if let Some(i) = self.batches.iter().position(|b| b.contains(&id)) {
-            self.batches[i].remove(&id);
+        if let Some(i) = self.batches.iter().position(|b| b.contains(id)) {
+            if let Some(b) = self.batches.get_mut(i) {
+                b.remove(id);
+            }
             self.pending -= 1;
             self.settle(i);
         }
     }
 
-    /// Takes the next ids to delete: those of the first batch below its
-    /// smallest id + `span` (ids are dense, so about `span` of them), split
-    /// off the set in O(log n) rather than popped one by one. The tombstones
-    /// stay until `settle_tombs`, so the entries still read as dead until the
-    /// caller has deleted them.
-    pub fn pop_some(&mut self, span: u64) -> BTreeSet<u64> {
+    /// Takes up to `n` ids to delete, the smallest of the first batch (one
+    /// range removal, not one removal each). The tombstones stay until
+    /// `settle_tombs`, so the entries still read as dead until the caller has
+    /// deleted them.
+    pub fn pop_some(&mut self, n: usize) -> Vec<Id> {
         let Some(batch) = self.batches.first_mut() else {
-            return BTreeSet::new();
+            return Vec::new();
         };
-        let Some(first) = batch.first().copied() else {
-            self.batches.remove(0);
-            return BTreeSet::new();
-        };
-        let rest = batch.split_off(&first.saturating_add(span.max(1)));
-        let chunk = std::mem::replace(batch, rest);
+        let chunk: Vec<Id> = batch.iter().take(n.max(1)).collect();
+        if let (Some(first), Some(last)) = (chunk.first(), chunk.last()) {
+            batch.remove_range(*first..=*last);
+        }
         if batch.is_empty() {
             self.batches.remove(0);
         }
@@ -156,8 +152,8 @@ impl Dead {
 
     /// Takes the next id to delete (see `pop_some`).
     #[cfg(test)]
-    pub fn pop(&mut self) -> Option<u64> {
-        self.pop_some(1).pop_first()
+    pub fn pop(&mut self) -> Option<Id> {
+        self.pop_some(1).first().copied()
     }
 
     /// Drops every tombstone once nothing is queued.
@@ -171,7 +167,7 @@ impl Dead {
 
     /// Drops batch `i` if empty, then settles the tombstones.
     fn settle(&mut self, i: usize) {
-        if self.batches.get(i).is_some_and(BTreeSet::is_empty) {
+        if self.batches.get(i).is_some_and(RoaringBitmap::is_empty) {
             self.batches.remove(i);
         }
         self.settle_tombs();
@@ -200,8 +196,16 @@ impl Dead {
             .chain(self.prefixes.iter().map(|(p, _)| p))
             .map(|n| n.len() + 32)
             .sum();
-        names + self.pending * 9
+        names + self.batches.iter().map(bitmap_bytes).sum::<usize>()
     }
+}
+
+/// Heap bytes of a bitmap: its containers' payloads and headers.
+pub fn bitmap_bytes(b: &RoaringBitmap) -> usize {
+    let st = b.statistics();
+    let payload =
+        st.n_bytes_array_containers + st.n_bytes_run_containers + st.n_bytes_bitset_containers;
+    payload as usize + st.n_containers as usize * 32
 }
 
 #[cfg(test)]
@@ -239,8 +243,8 @@ mod tests {
     fn batches_stay_disjoint_and_tombstones_go_with_the_last() {
         let mut d = Dead::default();
         d.bury(Some(Space::Tags), b"a", 10);
-        assert_eq!(d.queue(BTreeSet::from([1, 2, 3])), 3);
-        assert_eq!(d.queue(BTreeSet::from([3, 4])), 1);
+        assert_eq!(d.queue(RoaringBitmap::from_iter([1, 2, 3])), 3);
+        assert_eq!(d.queue(RoaringBitmap::from_iter([3, 4])), 1);
         d.queue_one(4);
         assert_eq!(d.pending(), 4);
         assert!(d.contains(4) && !d.contains(5));
@@ -258,7 +262,7 @@ mod tests {
         assert!(d.is_clear(), "nothing dead is left, so no tombstone");
         assert_eq!(d.heap_bytes(), 0);
         d.bury(Some(Space::Roles), b"r", 30);
-        assert_eq!(d.queue(BTreeSet::new()), 0);
+        assert_eq!(d.queue(RoaringBitmap::new()), 0);
         assert!(
             d.is_clear(),
             "an invalidation that killed nothing leaves nothing"

@@ -4,7 +4,7 @@
 //! (`TCACHE.APPLY`), so an entry has exactly one serialized shape.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::core::index::Space;
 
@@ -51,13 +51,12 @@ impl TagList {
         TagIter(&self.0)
     }
 
-    pub fn count(&self) -> usize {
-        self.iter().count()
+    fn bytes(&self) -> &[u8] {
+        &self.0
     }
 
-    /// Bytes held on the heap.
-    pub fn heap_bytes(&self) -> usize {
-        self.0.len()
+    pub fn count(&self) -> usize {
+        self.iter().count()
     }
 }
 
@@ -93,18 +92,19 @@ fn split_u32(b: &[u8]) -> Option<(u32, &[u8])> {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    pub kind: Kind,
-    pub value: Box<[u8]>,
-    /// Tags of a cache entry, roles of a permission entry.
-    pub tags: TagList,
-    /// Permissions of a permission entry (empty otherwise).
-    pub perms: TagList,
+    /// `[tags][perms][value]` in one allocation: the packed tags (roles of a
+    /// permission entry), the packed permissions (empty for a cache entry),
+    /// then the value.
+    data: Box<[u8]>,
+    tags_len: u32,
+    perms_len: u32,
     /// Global write sequence number at the time of the write.
     pub seq: u64,
     /// Unix ms after which the entry is stale (soft expiry); 0 when none.
     pub stale_at_ms: i64,
     /// Where the index holds this entry's key (not serialized).
     pub index_id: IndexId,
+    pub kind: Kind,
     /// Killed by an invalidation, and since moved where no tombstone reaches
     /// it (RENAME out of an invalidated prefix, MOVE or COPY to another
     /// database): dead wherever it goes. Serialized (a bit of the kind byte),
@@ -146,24 +146,25 @@ impl fmt::Debug for Killed {
 }
 
 /// The id the index gave an entry's key, remembered so that an overwrite can
-/// find the index record without a key lookup; 0 when none. A hint: the index
-/// checks it before trusting it. Not part of the entry's identity.
+/// find the index record without a key lookup (0 when unknown, which may
+/// name another key's record). A hint: the index checks it before trusting it.
+/// Not part of the entry's identity.
 #[derive(Default)]
-pub struct IndexId(AtomicU64);
+pub struct IndexId(AtomicU32);
 
 impl IndexId {
-    pub fn get(&self) -> u64 {
+    pub fn get(&self) -> u32 {
         self.0.load(Ordering::Relaxed)
     }
 
-    pub fn set(&self, id: u64) {
+    pub fn set(&self, id: u32) {
         self.0.store(id, Ordering::Relaxed);
     }
 }
 
 impl Clone for IndexId {
     fn clone(&self) -> IndexId {
-        IndexId(AtomicU64::new(self.get()))
+        IndexId(AtomicU32::new(self.get()))
     }
 }
 
@@ -182,30 +183,55 @@ impl fmt::Debug for IndexId {
 }
 
 impl Entry {
-    pub fn new(value: &[u8], tags: TagList, seq: u64) -> Entry {
-        Entry {
-            kind: Kind::Cache,
-            value: value.into(),
-            tags,
-            perms: TagList::default(),
+    /// `None` when the lists do not fit the u32 lengths (limits keep them far
+    /// below).
+    fn build(kind: Kind, tags: &[u8], perms: &[u8], value: &[u8], seq: u64) -> Option<Entry> {
+        let mut data = Vec::with_capacity(tags.len() + perms.len() + value.len());
+        data.extend_from_slice(tags);
+        data.extend_from_slice(perms);
+        data.extend_from_slice(value);
+        Some(Entry {
+            data: data.into_boxed_slice(),
+            tags_len: u32::try_from(tags.len()).ok()?,
+            perms_len: u32::try_from(perms.len()).ok()?,
             seq,
             stale_at_ms: 0,
             index_id: IndexId::default(),
+            kind,
             killed: Killed::default(),
-        }
+        })
     }
 
-    pub fn new_perm(json: &[u8], roles: TagList, perms: TagList, seq: u64) -> Entry {
-        Entry {
-            kind: Kind::Perm,
-            value: json.into(),
-            tags: roles,
-            perms,
-            seq,
-            stale_at_ms: 0,
-            index_id: IndexId::default(),
-            killed: Killed::default(),
-        }
+    pub fn new(value: &[u8], tags: &TagList, seq: u64) -> Option<Entry> {
+        Entry::build(Kind::Cache, tags.bytes(), &[], value, seq)
+    }
+
+    pub fn new_perm(json: &[u8], roles: &TagList, perms: &TagList, seq: u64) -> Option<Entry> {
+        Entry::build(Kind::Perm, roles.bytes(), perms.bytes(), json, seq)
+    }
+
+    fn tag_bytes(&self) -> &[u8] {
+        self.data.get(..self.tags_len as usize).unwrap_or_default()
+    }
+
+    fn perm_bytes(&self) -> &[u8] {
+        let (t, p) = (self.tags_len as usize, self.perms_len as usize);
+        self.data.get(t..t + p).unwrap_or_default()
+    }
+
+    /// Tags of a cache entry, roles of a permission entry.
+    pub fn tags(&self) -> TagIter<'_> {
+        TagIter(self.tag_bytes())
+    }
+
+    /// Permissions of a permission entry (none otherwise).
+    pub fn perms(&self) -> TagIter<'_> {
+        TagIter(self.perm_bytes())
+    }
+
+    pub fn value(&self) -> &[u8] {
+        let start = self.tags_len as usize + self.perms_len as usize;
+        self.data.get(start..).unwrap_or_default()
     }
 
     /// The index namespace of this entry's labels (`tags`).
@@ -218,10 +244,7 @@ impl Entry {
 
     /// Memory this entry holds, for MEMORY USAGE and the index statistics.
     pub fn mem_usage(&self) -> usize {
-        std::mem::size_of::<Entry>()
-            + self.value.len()
-            + self.tags.heap_bytes()
-            + self.perms.heap_bytes()
+        std::mem::size_of::<Entry>() + self.data.len()
     }
 }
 
@@ -254,30 +277,32 @@ impl fmt::Display for DecodeError {
 /// permission entry `[perms_len u32][perms]`, then the value (the rest of the
 /// buffer); integers little-endian.
 pub fn encode(e: &Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(30 + e.tags.0.len() + e.perms.0.len() + e.value.len());
+    let (tags, perms) = (e.tag_bytes(), e.perm_bytes());
+    let mut out = Vec::with_capacity(30 + e.data.len());
     out.push(CODEC_VERSION);
     out.push(e.kind as u8 | if e.killed.get() { KILLED_BIT } else { 0 });
     out.extend_from_slice(&e.seq.to_le_bytes());
     out.extend_from_slice(&e.stale_at_ms.to_le_bytes());
-    out.extend_from_slice(&(e.tags.0.len() as u32).to_le_bytes());
-    out.extend_from_slice(&e.tags.0);
+    out.extend_from_slice(&e.tags_len.to_le_bytes());
+    out.extend_from_slice(tags);
     if e.kind == Kind::Perm {
-        out.extend_from_slice(&(e.perms.0.len() as u32).to_le_bytes());
-        out.extend_from_slice(&e.perms.0);
+        out.extend_from_slice(&e.perms_len.to_le_bytes());
+        out.extend_from_slice(perms);
     }
-    out.extend_from_slice(&e.value);
+    out.extend_from_slice(e.value());
     out
 }
 
 /// A length-prefixed packed list at the front of `b`, and the rest.
-fn split_list(b: &[u8]) -> Result<(TagList, &[u8]), DecodeError> {
+fn split_list(b: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
     let (len, b) = split_u32(b).ok_or(DecodeError::Truncated)?;
     let len = len as usize;
     if b.len() < len {
         return Err(DecodeError::Truncated);
     }
     let (list, rest) = b.split_at(len);
-    Ok((checked_tags(list)?, rest))
+    check_tags(list)?;
+    Ok((list, rest))
 }
 
 pub fn decode(b: &[u8]) -> Result<Entry, DecodeError> {
@@ -293,22 +318,21 @@ pub fn decode(b: &[u8]) -> Result<Entry, DecodeError> {
     let (tags, b) = split_list(b)?;
     let (perms, value) = match kind {
         Kind::Perm => split_list(b)?,
-        Kind::Cache => (TagList::default(), b),
+        Kind::Cache => (&[][..], b),
     };
-    Ok(Entry {
-        kind,
-        value: value.into(),
-        tags,
-        perms,
-        seq: u64::from_le_bytes(*seq),
-        stale_at_ms: i64::from_le_bytes(*stale),
-        index_id: IndexId::default(),
-        killed: Killed(AtomicBool::new(killed)),
-    })
+    // The lengths came from u32 fields, so `build` cannot refuse them.
+    let mut e = Entry::build(kind, tags, perms, value, u64::from_le_bytes(*seq))
+        .ok_or(DecodeError::Truncated)?;
+    e.stale_at_ms = i64::from_le_bytes(*stale);
+    if killed {
+        e.killed.set();
+    }
+    Ok(e)
 }
 
-/// A packed tag list from untrusted bytes: every length in bounds, sorted, unique.
-fn checked_tags(b: &[u8]) -> Result<TagList, DecodeError> {
+/// Checks a packed tag list from untrusted bytes: every length in bounds,
+/// sorted, unique.
+fn check_tags(b: &[u8]) -> Result<(), DecodeError> {
     let mut rest = b;
     let mut prev: Option<&[u8]> = None;
     while !rest.is_empty() {
@@ -324,7 +348,7 @@ fn checked_tags(b: &[u8]) -> Result<TagList, DecodeError> {
         prev = Some(tag);
         rest = r;
     }
-    Ok(TagList(b.into()))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -333,6 +357,10 @@ mod tests {
 
     fn tags(t: &[&str]) -> TagList {
         TagList::new(t.iter().map(|s| s.as_bytes()))
+    }
+
+    fn cache(value: &[u8], tags: TagList, seq: u64) -> Entry {
+        Entry::new(value, &tags, seq).unwrap_or_else(|| panic!("entry too large"))
     }
 
     #[test]
@@ -345,16 +373,15 @@ mod tests {
 
     #[test]
     fn codec_round_trips_binary_data() {
-        let e = Entry {
-            kind: Kind::Cache,
-            value: b"\x00\xff\xfe value".to_vec().into(),
-            tags: TagList::new([&b"\x00t"[..], b"\xc3\x28", b"plain"]),
-            perms: TagList::default(),
-            seq: 42,
-            stale_at_ms: 1_700_000_000_123,
-            index_id: IndexId::default(),
-            killed: Killed::default(),
-        };
+        let mut e = cache(
+            b"\x00\xff\xfe value",
+            TagList::new([&b"\x00t"[..], b"\xc3\x28", b"plain"]),
+            42,
+        );
+        e.stale_at_ms = 1_700_000_000_123;
+        assert_eq!(e.value(), b"\x00\xff\xfe value");
+        assert_eq!(e.tags().count(), 3);
+        assert_eq!(e.perms().count(), 0);
         assert_eq!(decode(&encode(&e)), Ok(e));
     }
 
@@ -362,22 +389,27 @@ mod tests {
     fn codec_round_trips_permission_entries() {
         let e = Entry::new_perm(
             br#"{"roles":["a"]}"#,
-            tags(&["admin", "ops"]),
-            tags(&["users:*", "x"]),
+            &tags(&["admin", "ops"]),
+            &tags(&["users:*", "x"]),
             9,
-        );
+        )
+        .unwrap_or_else(|| panic!("entry too large"));
+        assert_eq!(e.value(), br#"{"roles":["a"]}"#);
+        let perms: Vec<&[u8]> = e.perms().collect();
+        assert_eq!(perms, vec![&b"users:*"[..], b"x"]);
+        assert_eq!(e.tags().collect::<Vec<_>>(), vec![&b"admin"[..], b"ops"]);
         assert_eq!(decode(&encode(&e)), Ok(e));
     }
 
     #[test]
     fn codec_round_trips_empty_value_and_no_tags() {
-        let e = Entry::new(b"", TagList::default(), 0);
+        let e = cache(b"", TagList::default(), 0);
         assert_eq!(decode(&encode(&e)), Ok(e));
     }
 
     #[test]
     fn decode_rejects_every_truncation_without_panicking() {
-        let e = Entry::new(b"v", tags(&["a", "bb"]), 7);
+        let e = cache(b"v", tags(&["a", "bb"]), 7);
         let b = encode(&e);
         // The value is the tail, so cutting inside it still decodes (shorter value);
         // every cut inside the header or the tags must be refused.
@@ -389,12 +421,12 @@ mod tests {
 
     #[test]
     fn the_killed_mark_survives_the_codec() {
-        let e = Entry::new(b"v", TagList::new([&b"t"[..]]), 3);
+        let e = cache(b"v", TagList::new([&b"t"[..]]), 3);
         e.killed.set();
         let back = decode(&encode(&e)).unwrap_or_else(|err| panic!("{err}"));
         assert!(back.killed.get());
         assert_eq!(back, e);
-        assert!(!decode(&encode(&Entry::new(b"v", TagList::default(), 1)))
+        assert!(!decode(&encode(&cache(b"v", TagList::default(), 1)))
             .unwrap_or_else(|err| panic!("{err}"))
             .killed
             .get());
@@ -402,7 +434,7 @@ mod tests {
 
     #[test]
     fn decode_rejects_unknown_version_and_kind() {
-        let mut b = encode(&Entry::new(b"v", tags(&["a"]), 1));
+        let mut b = encode(&cache(b"v", tags(&["a"]), 1));
         b[0] = 9;
         assert_eq!(decode(&b), Err(DecodeError::UnknownVersion(9)));
         b[0] = CODEC_VERSION;

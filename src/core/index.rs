@@ -1,24 +1,34 @@
 //! The per-database index of tcache entries: tag -> keys, and the ordered set of
 //! entry keys (for prefix invalidation and verification).
 //!
-//! Every key gets an id when it enters the index; a tag holds the ids of its
-//! keys in order, so a tag scan cursor is simply the next id to visit: keys that
-//! stay for the whole scan are returned exactly once, and a key added later gets
-//! a larger id. Expiry times are mirrored so that reads never count an entry
-//! that is logically expired but not yet deleted.
+//! Every key gets a small dense id from a slab when it enters the index, and a
+//! tag holds the ids of its keys in a compressed bitmap, in id order, so a tag
+//! scan cursor is simply the next id to visit: keys that stay for the whole scan
+//! are returned exactly once. Ids of deleted keys are reused. Expiry times are
+//! mirrored so that reads never count an entry that is logically expired but
+//! not yet deleted.
+//!
+//! A key's bytes are stored once, in its slab record; the ordered key map
+//! borrows them (`KeyRef`).
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
+use std::ptr::NonNull;
+
+use roaring::RoaringBitmap;
 
 use crate::core::dead::Dead;
+pub use crate::core::slab::Id;
+use crate::core::slab::Slab;
 
-pub type Key = Arc<[u8]>;
+/// A key name handed out by the index (a copy).
+pub type Key = Box<[u8]>;
 
 /// Where `insert` / `upsert` put an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Indexed {
-    pub id: u64,
+    pub id: Id,
     /// Killed by a pending invalidation (and queued for the reclaimer).
     pub dead: bool,
 }
@@ -27,11 +37,8 @@ pub struct Indexed {
 pub struct Old<'a, I: Iterator<Item = &'a [u8]>> {
     pub space: Space,
     pub tags: I,
-    pub id: u64,
+    pub id: Id,
 }
-
-/// The largest id map a delete shrinks (see `remove`).
-const SHRINK_MAX_LEN: usize = 1 << 16;
 
 /// No expiry, as `PTTL` says -1.
 pub const NO_EXPIRE: i64 = -1;
@@ -44,48 +51,107 @@ pub enum Space {
     Roles,
 }
 
-/// What the index knows of one entry, by id.
+/// What the index knows of one entry, by id: its key, and its expiry and
+/// space packed in one word.
 struct KeyRec {
-    key: Key,
-    expire_at_ms: i64,
-    space: Space,
+    key: Box<[u8]>,
+    meta: u64,
 }
 
-/// Hashes the sequential u64 ids with one multiplication (Fibonacci hashing):
-/// the id map is on every write's path, and SipHash is not needed for keys
-/// the module makes up itself.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
+const ROLES_BIT: u64 = 1 << 63;
 
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
+impl KeyRec {
+    fn new(key: Box<[u8]>, space: Space, expire_at_ms: i64) -> KeyRec {
+        let mut rec = KeyRec { key, meta: 0 };
+        rec.set(space, expire_at_ms);
+        rec
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+
+    /// Stores `expire_at_ms + 1` (so NO_EXPIRE is 0) below the space bit.
+    fn set(&mut self, space: Space, expire_at_ms: i64) {
+        let expire = expire_at_ms
+            .saturating_add(1)
+            .clamp(0, (ROLES_BIT - 1) as i64) as u64;
+        self.meta = expire | if space == Space::Roles { ROLES_BIT } else { 0 };
+    }
+
+    fn space(&self) -> Space {
+        if self.meta & ROLES_BIT != 0 {
+            Space::Roles
+        } else {
+            Space::Tags
         }
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+
+    fn expire_at_ms(&self) -> i64 {
+        (self.meta & !ROLES_BIT) as i64 - 1
     }
 }
 
-type IdMap = HashMap<u64, KeyRec, std::hash::BuildHasherDefault<IdHasher>>;
+/// The bytes of a key as the ordered key map holds them: a pointer to the
+/// `key` of the slab record that owns them, so that each key is stored once.
+/// `DbIndex` keeps every `KeyRef` in `keys` pointing at a live record's key:
+/// a record is taken out of `keys` before it leaves the slab, and its box
+/// never moves (the slab moves the box, not the bytes).
+struct KeyRef(NonNull<[u8]>);
+
+// SAFETY: a KeyRef is only read through the DbIndex that owns the bytes it
+// points to, and moves between threads with it (under the per-db lock).
+unsafe impl Send for KeyRef {}
+
+impl KeyRef {
+    fn of(key: &[u8]) -> KeyRef {
+        KeyRef(NonNull::from(key))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: by DbIndex's invariant above, the record that owns these
+        // bytes is alive for as long as this KeyRef is in `keys`, and nothing
+        // mutates a record's key.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Borrow<[u8]> for KeyRef {
+    fn borrow(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+impl PartialEq for KeyRef {
+    fn eq(&self, other: &KeyRef) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for KeyRef {}
+
+impl PartialOrd for KeyRef {
+    fn partial_cmp(&self, other: &KeyRef) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyRef {
+    fn cmp(&self, other: &KeyRef) -> std::cmp::Ordering {
+        self.bytes().cmp(other.bytes())
+    }
+}
 
 fn is_live(expire_at_ms: i64, now_ms: i64) -> bool {
     // Redis treats a key as expired once now > expire time.
     expire_at_ms == NO_EXPIRE || now_ms <= expire_at_ms
 }
 
+type Labels = HashMap<Box<[u8]>, RoaringBitmap>;
+
 #[derive(Default)]
 pub struct DbIndex {
     /// key -> id, ordered for prefix invalidation.
-    keys: BTreeMap<Key, u64>,
-    ids: IdMap,
-    tags: HashMap<Box<[u8]>, BTreeSet<u64>>,
-    roles: HashMap<Box<[u8]>, BTreeSet<u64>>,
-    next_id: u64,
+    keys: BTreeMap<KeyRef, Id>,
+    ids: Slab<KeyRec>,
+    tags: Labels,
+    roles: Labels,
     /// Sum of key and tag name bytes held, for the index_bytes statistic.
     name_bytes: usize,
     memberships: usize,
@@ -98,7 +164,8 @@ impl DbIndex {
     /// present is replaced; callers remove it first when they know its old
     /// tags, so this only guards against a double insert. An entry a pending
     /// invalidation kills (one that arrives by RENAME, RESTORE, loading...) is
-    /// queued for deletion; returns whether it was.
+    /// queued for deletion; returns whether it was. `None`: the index is full
+    /// (2^32 entries in one database).
     pub fn insert<'a>(
         &mut self,
         key: &[u8],
@@ -106,31 +173,24 @@ impl DbIndex {
         tags: impl Iterator<Item = &'a [u8]> + Clone,
         expire_at_ms: i64,
         seq: u64,
-    ) -> Indexed {
+    ) -> Option<Indexed> {
         let dead = self.dead.kills(key, space, tags.clone(), seq);
         if self.keys.contains_key(key) {
             self.forget_key(key);
         }
-        self.next_id += 1;
-        let id = self.next_id;
-        let k: Key = Arc::from(key);
+        let id = self
+            .ids
+            .insert(KeyRec::new(key.into(), space, expire_at_ms))?;
+        let stored = self.ids.get(id).map(|rec| KeyRef::of(&rec.key))?;
+        self.keys.insert(stored, id);
         self.name_bytes += key.len();
-        self.keys.insert(k.clone(), id);
-        self.ids.insert(
-            id,
-            KeyRec {
-                key: k,
-                expire_at_ms,
-                space,
-            },
-        );
         for tag in tags {
             self.link_tag(space, tag, id);
         }
         if dead {
             self.dead.queue_one(id);
         }
-        Indexed { id, dead }
+        Some(Indexed { id, dead })
     }
 
     /// Indexes `key` as rewritten with `tags` at `seq`, where `old` describes
@@ -145,18 +205,18 @@ impl DbIndex {
         tags: impl Iterator<Item = &'a [u8]> + Clone,
         expire_at_ms: i64,
         seq: u64,
-    ) -> Indexed {
+    ) -> Option<Indexed> {
         let Some(old) = old else {
             return self.insert(key, space, tags, expire_at_ms, seq);
         };
         // The old entry's id (as it remembers it) is trusted only if the index
         // agrees: this finds the record without a key-ordered lookup.
         let alive = !self.dead.contains(old.id);
-        let id = match self.ids.get_mut(&old.id) {
+        let id = match self.ids.get_mut(old.id) {
             Some(rec)
-                if &rec.key[..] == key && rec.space == space && old.space == space && alive =>
+                if &rec.key[..] == key && rec.space() == space && old.space == space && alive =>
             {
-                rec.expire_at_ms = expire_at_ms;
+                rec.set(space, expire_at_ms);
                 old.id
             }
             _ => {
@@ -192,10 +252,10 @@ impl DbIndex {
         if dead {
             self.dead.queue_one(id);
         }
-        Indexed { id, dead }
+        Some(Indexed { id, dead })
     }
 
-    fn link_tag(&mut self, space: Space, tag: &[u8], id: u64) {
+    fn link_tag(&mut self, space: Space, tag: &[u8], id: Id) {
         let map = self.space_mut(space);
         match map.get_mut(tag) {
             Some(set) => {
@@ -204,57 +264,54 @@ impl DbIndex {
                 }
             }
             None => {
-                map.insert(tag.into(), BTreeSet::from([id]));
+                map.insert(tag.into(), RoaringBitmap::from_iter([id]));
                 self.name_bytes += tag.len();
             }
         }
         self.memberships += 1;
     }
 
-    fn space(&self, space: Space) -> &HashMap<Box<[u8]>, BTreeSet<u64>> {
+    fn space(&self, space: Space) -> &Labels {
         match space {
             Space::Tags => &self.tags,
             Space::Roles => &self.roles,
         }
     }
 
-    fn space_mut(&mut self, space: Space) -> &mut HashMap<Box<[u8]>, BTreeSet<u64>> {
+    fn space_mut(&mut self, space: Space) -> &mut Labels {
         match space {
             Space::Tags => &mut self.tags,
             Space::Roles => &mut self.roles,
         }
     }
 
+    /// Takes `key` out of the key map and its record out of the slab (in that
+    /// order: see `KeyRef`).
+    fn take(&mut self, key: &[u8]) -> Option<(Id, KeyRec)> {
+        let id = self.keys.remove(key)?;
+        self.name_bytes -= key.len();
+        let rec = self.ids.remove(id)?;
+        self.dead.forget(id);
+        Some((id, rec))
+    }
+
     /// Removes `key`, which carried `tags`. Returns whether it was indexed.
     pub fn remove<'a>(&mut self, key: &[u8], tags: impl Iterator<Item = &'a [u8]>) -> bool {
-        let Some(id) = self.keys.remove(key) else {
+        let Some((id, rec)) = self.take(key) else {
             return false;
         };
-        self.name_bytes -= key.len();
-        let Some(rec) = self.ids.remove(&id) else {
-            return true;
-        };
-        self.dead.forget(id);
         for tag in tags {
-            self.unlink_tag(rec.space, tag, id);
-        }
-        // Give memory back after mass deletes (a reclaimed tag): hash maps
-        // never shrink on their own. A shrink rehashes every remaining id in
-        // one go, so it waits until at most SHRINK_MAX_LEN remain (about 2 ms
-        // of work) rather than stall a reclaimer slice for tens of ms.
-        let (len, cap) = (self.ids.len(), self.ids.capacity());
-        if cap > 1024 && len * 4 < cap && len <= SHRINK_MAX_LEN {
-            self.ids.shrink_to(len * 2);
+            self.unlink_tag(rec.space(), tag, id);
         }
         true
     }
 
-    fn unlink_tag(&mut self, space: Space, tag: &[u8], id: u64) {
+    fn unlink_tag(&mut self, space: Space, tag: &[u8], id: Id) {
         let map = self.space_mut(space);
         let Some(set) = map.get_mut(tag) else {
             return;
         };
-        let removed = set.remove(&id);
+        let removed = set.remove(id);
         let emptied = set.is_empty();
         if emptied {
             map.remove(tag);
@@ -269,23 +326,14 @@ impl DbIndex {
 
     /// Removes `key` whose tags are unknown (slow: visits every tag).
     pub fn forget_key(&mut self, key: &[u8]) {
-        if let Some(id) = self.keys.remove(key) {
-            self.name_bytes -= key.len();
-            if let Some(rec) = self.ids.get(&id) {
-                let space = rec.space;
-                self.drop_id(space, id);
-            }
-        }
-    }
-
-    /// Forgets an id whose tags are unknown: the slow path of a double insert.
-    fn drop_id(&mut self, space: Space, id: u64) {
-        self.ids.remove(&id);
-        self.dead.forget(id);
+        let Some((id, rec)) = self.take(key) else {
+            return;
+        };
+        let space = rec.space();
         let holding: Vec<Box<[u8]>> = self
             .space(space)
             .iter()
-            .filter(|(_, set)| set.contains(&id))
+            .filter(|(_, set)| set.contains(id))
             .map(|(t, _)| t.clone())
             .collect();
         for tag in holding {
@@ -294,9 +342,12 @@ impl DbIndex {
     }
 
     pub fn set_expire(&mut self, key: &[u8], expire_at_ms: i64) -> bool {
-        match self.keys.get(key).and_then(|id| self.ids.get_mut(id)) {
+        let Some(&id) = self.keys.get(key) else {
+            return false;
+        };
+        match self.ids.get_mut(id) {
             Some(rec) => {
-                rec.expire_at_ms = expire_at_ms;
+                rec.set(rec.space(), expire_at_ms);
                 true
             }
             None => false,
@@ -320,7 +371,7 @@ impl DbIndex {
     pub fn keys_in_space(&self, space: Space) -> Vec<Key> {
         self.ids
             .iter()
-            .filter(|(id, rec)| rec.space == space && !self.dead.contains(**id))
+            .filter(|(id, rec)| rec.space() == space && !self.dead.contains(*id))
             .map(|(_, rec)| rec.key.clone())
             .collect()
     }
@@ -329,18 +380,14 @@ impl DbIndex {
     /// included (deleting those is harmless: Redis expires them on access),
     /// dead ones not (they are already gone for every reader).
     pub fn keys_with_any(&self, space: Space, tags: &[&[u8]]) -> Vec<Key> {
-        let mut ids: Vec<u64> = Vec::new();
+        let mut ids = RoaringBitmap::new();
         for tag in tags {
             if let Some(set) = self.space(space).get(*tag) {
-                ids.extend(set.iter().copied());
+                ids |= set;
             }
         }
-        if tags.len() > 1 {
-            ids.sort_unstable();
-            ids.dedup();
-        }
         ids.iter()
-            .filter(|id| !self.dead.contains(**id))
+            .filter(|id| !self.dead.contains(*id))
             .filter_map(|id| self.ids.get(id).map(|rec| rec.key.clone()))
             .collect()
     }
@@ -351,7 +398,7 @@ impl DbIndex {
         names
             .iter()
             .filter_map(|n| map.get(*n))
-            .map(BTreeSet::len)
+            .map(|set| set.len() as usize)
             .sum()
     }
 
@@ -359,27 +406,27 @@ impl DbIndex {
     /// leaves the index whole and waits for the reclaimer, and a tombstone makes
     /// every entry in it dead for readers at once. Returns the entries killed.
     pub fn invalidate(&mut self, space: Space, names: &[&[u8]], seq: u64) -> usize {
-        let mut all: BTreeSet<u64> = BTreeSet::new();
+        let mut all = RoaringBitmap::new();
         for name in names {
             self.dead.bury(Some(space), name, seq);
             let Some(mut set) = self.space_mut(space).remove(*name) else {
                 continue;
             };
-            self.memberships -= set.len();
+            self.memberships -= set.len() as usize;
             self.name_bytes -= name.len();
             if set.len() > all.len() {
                 std::mem::swap(&mut set, &mut all);
             }
-            all.extend(set);
+            all |= set;
         }
         self.dead.queue(all)
     }
 
     /// Ids of the live entries whose key starts with `prefix`, in key order.
-    pub fn prefix_ids(&self, prefix: &[u8]) -> Vec<u64> {
+    pub fn prefix_ids(&self, prefix: &[u8]) -> Vec<Id> {
         self.keys
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .take_while(|(k, _)| k.bytes().starts_with(prefix))
             .map(|(_, id)| *id)
             .filter(|id| !self.dead.contains(*id))
             .collect()
@@ -387,7 +434,7 @@ impl DbIndex {
 
     /// Invalidates every entry under `prefix` at `seq`; `ids` are theirs
     /// (from `prefix_ids`). Returns the entries killed.
-    pub fn invalidate_prefix(&mut self, prefix: &[u8], ids: Vec<u64>, seq: u64) -> usize {
+    pub fn invalidate_prefix(&mut self, prefix: &[u8], ids: Vec<Id>, seq: u64) -> usize {
         self.dead.bury(None, prefix, seq);
         self.dead.queue(ids.into_iter().collect())
     }
@@ -406,10 +453,10 @@ impl DbIndex {
     pub fn pop_dead(&mut self, n: usize) -> Vec<Key> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n && self.dead.pending() > 0 {
-            let ids = self.dead.pop_some((n - out.len()) as u64);
+            let ids = self.dead.pop_some(n - out.len());
             out.extend(
                 ids.iter()
-                    .filter_map(|id| self.ids.get(id))
+                    .filter_map(|id| self.ids.get(*id))
                     .map(|rec| rec.key.clone()),
             );
         }
@@ -418,8 +465,8 @@ impl DbIndex {
 
     /// Queues entry `id` for the reclaimer: it was killed before it arrived
     /// (its `killed` mark). Returns whether it was indexed.
-    pub fn mark_dead(&mut self, id: u64) -> bool {
-        let known = self.ids.contains_key(&id);
+    pub fn mark_dead(&mut self, id: Id) -> bool {
+        let known = self.ids.get(id).is_some();
         if known {
             self.dead.queue_one(id);
         }
@@ -436,7 +483,7 @@ impl DbIndex {
         self.keys
             .iter()
             .filter(|(_, id)| self.dead.contains(**id))
-            .map(|(k, _)| k.to_vec())
+            .map(|(k, _)| k.bytes().to_vec())
             .collect()
     }
 
@@ -446,22 +493,23 @@ impl DbIndex {
             return 0;
         };
         set.iter()
-            .filter(|id| self.live_key(**id, now_ms).is_some())
+            .filter(|id| self.live_key(*id, now_ms).is_some())
             .count()
     }
 
-    fn live_key(&self, id: u64, now_ms: i64) -> Option<&Key> {
+    fn live_key(&self, id: Id, now_ms: i64) -> Option<&[u8]> {
         if self.dead.contains(id) {
             return None;
         }
-        let rec = self.ids.get(&id)?;
-        is_live(rec.expire_at_ms, now_ms).then_some(&rec.key)
+        let rec = self.ids.get(id)?;
+        is_live(rec.expire_at_ms(), now_ms).then_some(&rec.key[..])
     }
 
     /// Up to `count` live keys of `tag` with id >= `cursor`; the next cursor is 0
-    /// when the tag has no more ids.
+    /// when the tag has no more ids (a next id is never 0: it follows one
+    /// already visited).
     pub fn tag_scan(&self, tag: &[u8], cursor: u64, count: usize, now_ms: i64) -> (u64, Vec<Key>) {
-        let Some(set) = self.tags.get(tag) else {
+        let (Some(set), Ok(cursor)) = (self.tags.get(tag), Id::try_from(cursor)) else {
             return (0, Vec::new());
         };
         let mut out = Vec::new();
@@ -469,14 +517,15 @@ impl DbIndex {
         // keys still answers in bounded time, like SCAN.
         let budget = count.saturating_mul(10).max(count);
         let mut visited = 0usize;
-        let mut range = set.range((Bound::Included(cursor), Bound::Unbounded));
+        let mut range = set.iter();
+        range.advance_to(cursor);
         for id in range.by_ref() {
             visited += 1;
-            if let Some(k) = self.live_key(*id, now_ms) {
-                out.push(k.clone());
+            if let Some(k) = self.live_key(id, now_ms) {
+                out.push(k.into());
             }
             if out.len() >= count || visited >= budget {
-                let next = range.next().copied().unwrap_or(0);
+                let next = range.next().map_or(0, u64::from);
                 return (next, out);
             }
         }
@@ -487,9 +536,9 @@ impl DbIndex {
     pub fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Key> {
         self.keys
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .take_while(|(k, _)| k.bytes().starts_with(prefix))
             .filter(|(_, id)| !self.dead.contains(**id))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.bytes().into())
             .collect()
     }
 
@@ -500,18 +549,21 @@ impl DbIndex {
             .keys
             .iter()
             .filter(|(_, id)| !self.dead.contains(**id))
-            .map(|(k, _)| (k.to_vec(), Vec::new()))
+            .map(|(k, _)| (k.bytes().to_vec(), Vec::new()))
             .collect();
         let mut dangling = 0usize;
         for space in [Space::Tags, Space::Roles] {
             for (tag, set) in self.space(space) {
-                for id in set.iter().filter(|id| !self.dead.contains(**id)) {
+                for id in set.iter().filter(|id| !self.dead.contains(*id)) {
                     match self.ids.get(id).and_then(|rec| out.get_mut(&rec.key[..])) {
                         Some(tags) => tags.push(label_name(space, tag)),
                         None => dangling += 1,
                     }
                 }
             }
+        }
+        if self.ids.len() != self.keys.len() {
+            dangling += self.ids.len().abs_diff(self.keys.len());
         }
         if dangling > 0 {
             // Surface ids no key owns as a pseudo-entry so verification reports them.
@@ -526,15 +578,17 @@ impl DbIndex {
         out
     }
 
-    /// Approximate heap bytes the index holds (names, map slots, tag members).
+    /// Approximate heap bytes the index holds: names, the key map's nodes
+    /// (about 24 bytes a key), the slab, label maps, and their bitmaps at 2
+    /// bytes a member plus a container each (an estimate: exact figures would
+    /// visit every bitmap on every STATS).
     pub fn heap_bytes(&self) -> usize {
-        let key_slot = std::mem::size_of::<Key>() + 8;
-        let id_slot = 8 + std::mem::size_of::<KeyRec>();
-        let tag_slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<BTreeSet<u64>>();
+        let label_slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<RoaringBitmap>();
         self.name_bytes
-            + self.keys.len() * (key_slot + 16 + id_slot + 1)
-            + (self.tags.len() + self.roles.len()) * (tag_slot + 1)
-            + self.memberships * 9
+            + self.keys.len() * 24
+            + self.ids.heap_bytes()
+            + (self.tags.len() + self.roles.len()) * (label_slot + 1 + 32)
+            + self.memberships * 2
             + self.dead.heap_bytes()
     }
 }
@@ -585,7 +639,7 @@ mod tests {
         let mut ix = DbIndex::default();
         let mut id = ix
             .insert(b"k", Space::Tags, t(&["a", "b", "c"]), NO_EXPIRE, 1)
-            .id;
+            .map_or(Id::MAX, |a| a.id);
         let old = |space, tags: &'static [&'static str], id| {
             Some(Old {
                 space,
@@ -604,7 +658,7 @@ mod tests {
                 7,
                 3,
             )
-            .id;
+            .map_or(Id::MAX, |a| a.id);
         let (_, after) = ix.tag_scan(b"b", 0, 10, 0);
         assert_eq!(names(before), names(after), "same ids, same order");
         assert_eq!(ix.tag_card(b"a", 0), 0);
@@ -625,7 +679,7 @@ mod tests {
                 NO_EXPIRE,
                 4,
             )
-            .id;
+            .map_or(Id::MAX, |a| a.id);
         assert_eq!(ix.keys_with_any(Space::Roles, &[b"r"]).len(), 1);
         assert_eq!(ix.tag_card(b"d", 0), 0);
         // A dead entry overwritten comes back alive, in every tag.
@@ -638,7 +692,7 @@ mod tests {
                 NO_EXPIRE,
                 5,
             )
-            .id;
+            .map_or(Id::MAX, |a| a.id);
         assert_eq!(ix.invalidate(Space::Tags, &[b"big"], 10), 1);
         ix.upsert(
             b"k",
@@ -784,15 +838,13 @@ mod tests {
         assert!(ix.snapshot().is_empty());
         assert_eq!(ix.dead_keys().len(), 10);
         // Written after the invalidation: alive.
-        assert!(
-            !ix.insert(b"new", Space::Tags, t(&["big"]), NO_EXPIRE, 101)
-                .dead
-        );
+        assert!(!ix
+            .insert(b"new", Space::Tags, t(&["big"]), NO_EXPIRE, 101)
+            .is_some_and(|a| a.dead));
         // Arriving with an older write (RESTORE of a dump): dead, queued.
-        assert!(
-            ix.insert(b"old", Space::Tags, t(&["big"]), NO_EXPIRE, 50)
-                .dead
-        );
+        assert!(ix
+            .insert(b"old", Space::Tags, t(&["big"]), NO_EXPIRE, 50)
+            .is_some_and(|a| a.dead));
         assert_eq!(ix.dead().pending(), 11);
         let mut reclaimed = 0;
         loop {
@@ -848,5 +900,41 @@ mod tests {
         );
         assert_eq!(ix.keys_with_prefix(b"").len(), 6);
         assert!(ix.keys_with_prefix(b"z").is_empty());
+    }
+
+    #[test]
+    fn reused_ids_never_mix_up_keys() {
+        let mut ix = DbIndex::default();
+        let key = |i: u32| format!("k{i:05}").into_bytes();
+        for i in 0..10_000 {
+            ix.insert(&key(i), Space::Tags, t(&["all"]), NO_EXPIRE, 1);
+        }
+        // Free every other id, then fill the holes with new keys.
+        for i in (0..10_000).step_by(2) {
+            assert!(ix.remove(&key(i), t(&["all"])));
+        }
+        for i in 10_000..15_000 {
+            ix.insert(&key(i), Space::Tags, t(&["new"]), NO_EXPIRE, 2);
+        }
+        let snap = ix.snapshot();
+        assert_eq!(snap.len(), 10_000);
+        assert!(!snap.contains_key(&b"<dangling tag ids>"[..]));
+        for i in 0..15_000 {
+            let want: Option<Vec<Vec<u8>>> = match i {
+                _ if i >= 10_000 => Some(vec![b"new".to_vec()]),
+                _ if i % 2 == 1 => Some(vec![b"all".to_vec()]),
+                _ => None,
+            };
+            assert_eq!(snap.get(&key(i)), want.as_ref(), "key {i}");
+        }
+        assert_eq!(ix.tag_card(b"new", 0), 5_000);
+        assert_eq!(ix.keys_with_prefix(b"k1").len(), 5_000);
+        assert_eq!(ix.keys_with_prefix(b"k0").len(), 5_000);
+        // Everything out: nothing held.
+        for i in 0..15_000 {
+            ix.remove(&key(i), t(&["all", "new"]));
+        }
+        assert!(ix.is_empty());
+        assert_eq!(ix.heap_bytes(), 0);
     }
 }

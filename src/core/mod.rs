@@ -9,4 +9,5 @@ pub mod index;
 pub mod lease;
 pub mod options;
 pub mod perm;
+pub mod slab;
 pub mod verify;

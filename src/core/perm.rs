@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::core::entry::TagList;
+use crate::core::entry::{TagIter, TagList};
 
 /// The roles and permissions of a permission entry.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,8 +54,8 @@ pub fn parse(json: &[u8]) -> Result<PermShape, String> {
 }
 
 /// Whether `stored` grants `asked`.
-pub fn granted(stored: &TagList, asked: &[u8]) -> bool {
-    stored.iter().any(|p| {
+pub fn granted(mut stored: TagIter<'_>, asked: &[u8]) -> bool {
+    stored.any(|p| {
         p == asked
             || p.strip_suffix(b"*")
                 .is_some_and(|stem| stem.ends_with(b":") && asked.starts_with(stem))
@@ -99,13 +99,13 @@ mod tests {
         let p = parse(br#"{"roles":[],"permissions":["users:*","reports:read","*","admin*"]}"#)
             .unwrap_or_else(|e| panic!("{e:?}"))
             .perms;
-        assert!(granted(&p, b"users:write"));
-        assert!(granted(&p, b"users:a:b"));
-        assert!(!granted(&p, b"users"));
-        assert!(granted(&p, b"reports:read"));
-        assert!(!granted(&p, b"reports:write"));
-        assert!(!granted(&p, b"adminx"), "only ':*' is a wildcard");
-        assert!(granted(&p, b"*"), "a literal '*' matches itself only");
-        assert!(!granted(&p, b"anything"));
+        assert!(granted(p.iter(), b"users:write"));
+        assert!(granted(p.iter(), b"users:a:b"));
+        assert!(!granted(p.iter(), b"users"));
+        assert!(granted(p.iter(), b"reports:read"));
+        assert!(!granted(p.iter(), b"reports:write"));
+        assert!(!granted(p.iter(), b"adminx"), "only ':*' is a wildcard");
+        assert!(granted(p.iter(), b"*"), "a literal '*' matches itself only");
+        assert!(!granted(p.iter(), b"anything"));
     }
 }

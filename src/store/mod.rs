@@ -137,8 +137,8 @@ extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
             ) else {
                 return;
             };
-            add(md, e.value.as_ptr().cast(), e.value.len());
-            for t in e.tags.iter() {
+            add(md, e.value().as_ptr().cast(), e.value().len());
+            for t in e.tags() {
                 add(md, t.as_ptr().cast(), t.len());
             }
             end(md);
@@ -314,10 +314,10 @@ extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void)
         if let Some((key, db)) = api::opt_ctx_key(ctx) {
             indexes::with_db(db, |ix| {
                 // Leaving while dead (RENAME, MOVE...): stays dead where it lands.
-                if ix.dead().kills(key, e.space(), e.tags.iter(), e.seq) {
+                if ix.dead().kills(key, e.space(), e.tags(), e.seq) {
                     e.killed.set();
                 }
-                ix.remove(key, e.tags.iter())
+                ix.remove(key, e.tags())
             });
             leases::revoke(db, key);
         }
