@@ -87,6 +87,17 @@ impl EntryKey {
         if self.0.is_null() {
             return Err("ERR key not open");
         }
+        // SAFETY: `self.0` is an open key.
+        if let Some(old) = unsafe { entry_ptr(self.0) } {
+            // An entry already there is replaced in place: no second key
+            // lookup, no free and allocation of the value box, no unlink hook
+            // (the caller has re-indexed). Closing the key, opened for
+            // writing, signals the modification as SetValue would.
+            // SAFETY: `old` is the live Box<Entry> the key holds; nothing else
+            // borrows it during this call (the main thread runs it).
+            unsafe { *old = entry };
+            return Ok(());
+        }
         let value = Box::into_raw(Box::new(entry));
         // SAFETY: `self.0` is open for writing; Redis takes ownership of `value`
         // on success and frees it with the type's free callback.
@@ -101,6 +112,35 @@ impl EntryKey {
             return Err("ERR cannot store the entry");
         }
         Ok(())
+    }
+
+    /// Deletes whatever the key holds (a writable key).
+    pub fn delete(&self) {
+        // SAFETY: `self.0` is NULL-checked and open for writing.
+        unsafe {
+            if let (false, Some(f)) = (self.0.is_null(), raw::RedisModule_DeleteKey) {
+                f(self.0);
+            }
+        }
+    }
+
+    /// Sets the absolute expiry `at` (Unix ms) as replicated by the primary:
+    /// exactly where the server has SetAbsExpire; on Redis 7.0 as the time
+    /// left, at least 1 ms (a time already past expires at once, as it would
+    /// by PEXPIREAT).
+    pub fn set_expire_at(&self, at: i64) {
+        // SAFETY: `self.0` is open for writing and holds a value.
+        unsafe {
+            match (raw::RedisModule_SetAbsExpire, raw::RedisModule_SetExpire) {
+                (Some(abs), _) => {
+                    abs(self.0, at);
+                }
+                (None, Some(rel)) => {
+                    rel(self.0, (at - now_ms()).max(1));
+                }
+                (None, None) => {}
+            }
+        }
     }
 
     /// Sets the expiry `ttl_ms` from now and returns it as the absolute time
@@ -286,29 +326,34 @@ pub fn publish(ctx: &Context, channel: &RedisString, message: &RedisString) {
 
 /// Replicates `TCACHE.APPLY key blob` then `PEXPIREAT key at` (absolute time).
 pub fn replicate_apply(ctx: &Context, key: &RedisString, blob: &[u8], expire_at_ms: Option<i64>) {
+    // One command, not APPLY then PEXPIREAT: each RM_Replicate looks the
+    // command up by name and builds its argv, a tenth of a TCACHE.SET.
     // SAFETY: the format strings match the arguments: "sb" is a RedisModuleString
-    // and a (pointer, length) buffer; "sl" a string and a long long.
+    // and a (pointer, length) buffer, "cl" a C string and a long long.
     unsafe {
         let Some(rep) = raw::RedisModule_Replicate else {
             return;
         };
-        rep(
-            ctx.ctx,
-            cstr(b"TCACHE.APPLY\0"),
-            cstr(b"sb\0"),
-            key.inner,
-            blob.as_ptr().cast::<c_char>(),
-            blob.len(),
-        );
-        if let Some(at) = expire_at_ms {
-            rep(
+        match expire_at_ms {
+            Some(at) => rep(
                 ctx.ctx,
-                cstr(b"PEXPIREAT\0"),
-                cstr(b"sl\0"),
+                cstr(b"TCACHE.APPLY\0"),
+                cstr(b"sbcl\0"),
                 key.inner,
+                blob.as_ptr().cast::<c_char>(),
+                blob.len(),
+                cstr(b"PXAT\0"),
                 at as c_longlong,
-            );
-        }
+            ),
+            None => rep(
+                ctx.ctx,
+                cstr(b"TCACHE.APPLY\0"),
+                cstr(b"sb\0"),
+                key.inner,
+                blob.as_ptr().cast::<c_char>(),
+                blob.len(),
+            ),
+        };
     }
 }
 
@@ -384,12 +429,36 @@ pub fn for_each_entry<F: FnMut(&[u8], &Entry)>(ctx: &Context, mut f: F) {
     }
 }
 
+/// Fires keyspace event `event` on `key` (the crate's wrapper allocates a
+/// C string on every call; this is on TCACHE.SET's path).
+pub fn notify(
+    ctx: &Context,
+    class: redis_module::NotifyEvent,
+    event: &'static CStr,
+    key: &RedisString,
+) {
+    // SAFETY: `ctx` and `key` are live; `event` is NUL-terminated and static.
+    unsafe {
+        if let Some(f) = raw::RedisModule_NotifyKeyspaceEvent {
+            f(ctx.ctx, class.bits(), event.as_ptr(), key.inner);
+        }
+    }
+}
+
 /// The entry an open key holds, if it is one of ours.
 ///
 /// # Safety
 /// `key` must be NULL or an open key, and the returned reference must not
 /// outlive it.
 unsafe fn entry_of<'a>(key: *mut raw::RedisModuleKey) -> Option<&'a Entry> {
+    entry_ptr(key)?.as_ref()
+}
+
+/// The value pointer of an open key that holds one of our entries.
+///
+/// # Safety
+/// `key` must be NULL or an open key.
+unsafe fn entry_ptr(key: *mut raw::RedisModuleKey) -> Option<*mut Entry> {
     if key.is_null() {
         return None;
     }
@@ -397,9 +466,8 @@ unsafe fn entry_of<'a>(key: *mut raw::RedisModuleKey) -> Option<&'a Entry> {
     if ty.is_null() || ty != *ENTRY_TYPE.raw_type.borrow() {
         return None;
     }
-    raw::RedisModule_ModuleTypeGetValue?(key)
-        .cast::<Entry>()
-        .as_ref()
+    let value = raw::RedisModule_ModuleTypeGetValue?(key).cast::<Entry>();
+    (!value.is_null()).then_some(value)
 }
 
 /// The database of the key an RDB/AOF callback is working on (0 if unknown).

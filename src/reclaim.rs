@@ -115,6 +115,6 @@ fn delete_dead(ctx: &Context, db: i32, name: &RedisString) -> bool {
         return false;
     }
     drop(key);
-    ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", name);
+    api::notify(ctx, NotifyEvent::GENERIC, c"del", name);
     true
 }

@@ -513,6 +513,32 @@ fn apply_is_refused_from_clients() {
 }
 
 #[test]
+fn an_overwrite_replaces_the_entry_and_touches_watched_keys() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let mut other = s.conn();
+    set(&mut c, "k", "v", 100, &["t", "kept"]);
+    assert!(c.q(&["WATCH", "k"]).is_ok());
+    // Overwritten in place: the value, tags and ttl are the new ones.
+    set(&mut other, "k", "w", 200, &["kept", "u"]);
+    assert!(c.q(&["MULTI"]).is_ok());
+    c.q(&["PING"]);
+    assert!(
+        c.q(&["EXEC"]).is_nil(),
+        "an overwrite must abort a transaction watching its key"
+    );
+    assert_eq!(c.cmd(&[b"TCACHE.GET", b"k"]).as_bytes(), b"w");
+    assert_eq!(
+        tags_of(&mut c, b"k"),
+        Some(vec![b"kept".to_vec(), b"u".to_vec()])
+    );
+    let ttl = c.q(&["TTL", "k"]).as_int();
+    assert!(ttl > 100 && ttl <= 200, "ttl {ttl}");
+    assert_eq!(c.q(&["TCACHE.TAGCARD", "t"]).as_int(), 0);
+    assert!(c.q(&["TCACHE.VERIFY"]).is_ok());
+}
+
+#[test]
 fn refused_writes_do_not_touch_watched_keys() {
     let s = Server::start();
     let mut c = s.conn();

@@ -5,7 +5,7 @@
 //! TCACHE.APPLY is refused from normal clients; a promoted replica works.
 //!
 //! A TCACHE.SET reaches replicas and the AOF as `TCACHE.APPLY key <entry>`
-//! then `PEXPIREAT key <absolute ms>`; deletions by the module as `DEL k ...`.
+//! with `PXAT <absolute ms>`; deletions by the module as `DEL k ...`.
 
 mod common;
 
@@ -738,14 +738,13 @@ fn aof_until(s: &Server, what: &str, pred: impl Fn(&[Cmd]) -> bool) -> Vec<Cmd> 
     cmds
 }
 
-/// The `TCACHE.APPLY key <blob>` the server logged for `key`, then the
-/// argument of the PEXPIREAT right after it.
+/// The `TCACHE.APPLY key <blob> PXAT <ms>` the server logged for `key`: the
+/// blob and the absolute expiry.
 #[track_caller]
 fn logged_apply(s: &Server, key: &str) -> (Vec<u8>, i64) {
     let cmds = aof_until(s, "TCACHE.APPLY in the AOF", |cmds| {
-        cmds.windows(2).any(|w| {
-            is_cmd(&w[0], "TCACHE.APPLY")
-                && w[0].get(1).map(|k| k.as_slice()) == Some(key.as_bytes())
+        cmds.iter().any(|c| {
+            is_cmd(c, "TCACHE.APPLY") && c.get(1).map(|k| k.as_slice()) == Some(key.as_bytes())
         })
     });
     let i = cmds
@@ -753,18 +752,19 @@ fn logged_apply(s: &Server, key: &str) -> (Vec<u8>, i64) {
         .rposition(|c| is_cmd(c, "TCACHE.APPLY") && c[1] == key.as_bytes())
         .unwrap();
     let apply = &cmds[i];
-    assert_eq!(apply.len(), 3, "TCACHE.APPLY arity: {apply:?}");
-    let next = &cmds[i + 1];
     assert!(
-        is_cmd(next, "PEXPIREAT") && next.len() == 3 && next[1] == key.as_bytes(),
-        "TCACHE.APPLY not followed by PEXPIREAT {key}: {next:?}"
+        apply.len() == 5 && apply[3].eq_ignore_ascii_case(b"PXAT"),
+        "TCACHE.APPLY {key} without PXAT: {apply:?}"
     );
-    let at: i64 = String::from_utf8(next[2].clone()).unwrap().parse().unwrap();
+    let at: i64 = String::from_utf8(apply[4].clone())
+        .unwrap()
+        .parse()
+        .unwrap();
     (apply[2].clone(), at)
 }
 
 #[test]
-fn tcache_writes_are_logged_as_apply_pexpireat_and_del_with_absolute_times() {
+fn tcache_writes_are_logged_as_apply_pxat_and_del_with_absolute_times() {
     let s = Server::builder().arg("appendonly", "yes").start();
     let mut c = s.conn();
     set(&mut c, "a", "1", 100, &["t"]);
@@ -772,15 +772,15 @@ fn tcache_writes_are_logged_as_apply_pexpireat_and_del_with_absolute_times() {
     set(&mut c, "c", "3", 300, &[]);
     let (_, at_a) = logged_apply(&s, "a");
     let (_, at_b) = logged_apply(&s, "b");
-    assert_eq!(at_a, c.q(&["PEXPIRETIME", "a"]).as_int(), "PEXPIREAT a");
-    assert_eq!(at_b, c.q(&["PEXPIRETIME", "b"]).as_int(), "PEXPIREAT b");
+    assert_eq!(at_a, c.q(&["PEXPIRETIME", "a"]).as_int(), "PXAT a");
+    assert_eq!(at_b, c.q(&["PEXPIRETIME", "b"]).as_int(), "PXAT b");
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
     assert!(
         (at_b - now_ms - 200_000).abs() < 5_000,
-        "PEXPIREAT b {at_b} is not now + 200 s ({now_ms})"
+        "PXAT b {at_b} is not now + 200 s ({now_ms})"
     );
 
     assert_eq!(c.q(&["TCACHE.INVALTAG", "t"]).as_int(), 2);
@@ -866,7 +866,7 @@ fn tcache_apply_from_a_normal_client_is_refused_and_changes_nothing() {
     // the write of victim.
     let cmds = aof_until(&s, "victim in the AOF", |cmds| {
         cmds.iter()
-            .any(|c| is_cmd(c, "PEXPIREAT") && c[1] == b"victim")
+            .any(|c| is_cmd(c, "TCACHE.APPLY") && c[1] == b"victim")
     });
     let applies: Vec<&[u8]> = cmds
         .iter()

@@ -21,7 +21,7 @@ use crate::indexes;
 use crate::leases;
 use crate::seq;
 use crate::stats;
-use crate::store::{self, ENTRY_TYPE};
+use crate::store;
 
 /// TCACHE.SET key value ttl [NX | XX] [GATE name] [LEASE token] [SWR seconds] [TAGS tag [tag ...]]
 pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -110,7 +110,7 @@ pub fn write_entry(
     // Any other lease on the key is void now; waiters wake up to the value.
     leases::revoke(db, name.as_slice());
     blocking::signal_stored(db, name);
-    ctx.notify_keyspace_event(NotifyEvent::MODULE, "tcache.set", name);
+    api::notify(ctx, NotifyEvent::MODULE, c"tcache.set", name);
     api::replicate_apply(ctx, name, &blob, Some(expire_at));
     stats::SETS.incr();
     Ok(RedisValue::SimpleStringStatic("OK"))
@@ -196,7 +196,7 @@ pub fn delete_indexed(ctx: &Context, name: &RedisString) -> Result<bool, RedisEr
     }
     key.delete()?;
     drop(key);
-    ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", name);
+    api::notify(ctx, NotifyEvent::GENERIC, c"del", name);
     Ok(true)
 }
 
@@ -216,12 +216,17 @@ pub fn tags(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     })
 }
 
-/// TCACHE.APPLY key serialized-entry — how a write reaches replicas and the
-/// AOF: the exact entry, followed by PEXPIREAT with the absolute expiry.
+/// TCACHE.APPLY key serialized-entry [PXAT unix-ms] — how a write reaches
+/// replicas and the AOF: the exact entry and its absolute expiry. (Files
+/// written before PXAT existed carry APPLY then PEXPIREAT; both load.)
 pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    if args.len() != 3 {
-        return Err(RedisError::WrongArity);
-    }
+    let expire_at = match args.len() {
+        3 => None,
+        5 if args[3].as_slice().eq_ignore_ascii_case(b"PXAT") => {
+            Some(parse_in_range(args[4].as_slice(), 0, i64::MAX).map_err(errors::arg)?)
+        }
+        _ => return Err(RedisError::WrongArity),
+    };
     let flags = ctx.get_flags();
     if !flags.intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
         return Err(RedisError::Str(errors::APPLY_RESERVED));
@@ -229,20 +234,30 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let entry = decode(args[2].as_slice())
         .map_err(|e| RedisError::String(format!("ERR bad serialized entry: {e}")))?;
     seq::observe(entry.seq);
-    let key = ctx.open_key_writable(&args[1]);
-    if matches!(slot_mut(&key), Slot::Other) {
-        key.delete()?;
-    }
-    key.set_value(&ENTRY_TYPE, entry)?;
+    let name = args[1].as_slice();
     let db = api::selected_db(ctx);
-    if let Slot::Entry(e) = slot_mut(&key) {
-        let dead = indexes::index_arrival(db, args[1].as_slice(), e, NO_EXPIRE)
+    let key = api::EntryKey::open_write(ctx, &args[1]);
+    if key.holds_other_type() {
+        key.delete();
+    }
+    // An entry there is replaced in place (no unlink hook): unindex it here.
+    if let Some(old) = key.entry() {
+        indexes::with_db(db, |ix| ix.remove(name, old.tags()))
+            .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    }
+    key.set_entry(entry).map_err(RedisError::Str)?;
+    if let Some(at) = expire_at {
+        key.set_expire_at(at);
+    }
+    if let Some(e) = key.entry() {
+        let dead = indexes::index_arrival(db, name, e, expire_at.unwrap_or(NO_EXPIRE))
             .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
         if dead {
             crate::reclaim::start(ctx);
         }
     }
     drop(key);
-    ctx.notify_keyspace_event(NotifyEvent::MODULE, "tcache.set", &args[1]);
+    leases::revoke(db, name);
+    api::notify(ctx, NotifyEvent::MODULE, c"tcache.set", &args[1]);
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
