@@ -69,16 +69,15 @@ pub const INVAL_SYNC_MAX_CFG: NumericConfig = NumericConfig {
     memory: false,
 };
 
-/// Microseconds of work per reclaimer slice; 0 pauses the reclaimer. Redis
-/// runs module timers at most once per millisecond, so a 2 ms slice keeps the
-/// reclaimer busy about two thirds of the time while no client waits more
-/// than a slice.
-pub static RECLAIM_BUDGET_US: AtomicI64 = AtomicI64::new(2000);
+/// Microseconds of work per reclaimer slice; 0 pauses the reclaimer. A slice
+/// runs once per event-loop iteration, so a client waits at most about two
+/// slices for its reply.
+pub static RECLAIM_BUDGET_US: AtomicI64 = AtomicI64::new(1000);
 
 pub const RECLAIM_BUDGET_US_CFG: NumericConfig = NumericConfig {
     name: "reclaim-budget-us",
     value: &RECLAIM_BUDGET_US,
-    default: 2000,
+    default: 1000,
     min: 0,
     max: 100_000,
     memory: false,
