@@ -69,6 +69,7 @@ LIVE_KEY = b"live:1"
 RECLAIM_BUDGET_US = 1000
 SYNC_MAX = 1_000_000_000
 MARGIN_S = 0.2  # latency window after reclaim is done
+IDLE_S = 1.5  # probes on the filled, idle server before the command: the machine's own noise
 SETTLE_S = 5.0  # how long memory may take to come back after that
 
 LUA_INVALIDATE = """
@@ -434,6 +435,9 @@ def trial(primary, replica, layout, n, caps, interval_s):
     try:
         probes += [Probe(primary.port, ["PING"], interval_s), Probe(primary.port, live, interval_s)]
         time.sleep(0.1)
+        idle_from = time.monotonic()
+        time.sleep(IDLE_S)
+        idle_to = time.monotonic()
         run = invalidate(primary, replica, layout, n, caps, sha)
         if run["removed"] != n:
             warn(f"{layout}: the invalidation reported {run['removed']} entries removed, not {n}")
@@ -466,6 +470,7 @@ def trial(primary, replica, layout, n, caps, interval_s):
         "memory_back_s": (mem_at - run["t0"] - pause) if mem_at else None,
         "residual_bytes": residual,
         "ping": window_latency(samples[0], run["t0"], window_to),
+        "ping_idle": window_latency(samples[0], idle_from, idle_to),
         "get": window_latency(samples[1], run["t0"], window_to),
         "repl_logical_bytes": run["o1"] - run["o0"] if layout == "tcache" else None,
         "repl_reclaim_bytes": reclaim_bytes if layout == "tcache" else None,
@@ -496,7 +501,8 @@ def memory_per_entry(binary, module, layout, n):
 
 # ---------------------------------------------------------------- summary and output
 
-METRICS = ("command_s", "server_command_s", "ping.worst_s", "ping.p99_s", "get.worst_s", "get.p99_s", "reclaim_s",
+METRICS = ("command_s", "server_command_s", "ping.worst_s", "ping.p99_s", "ping_idle.worst_s",
+           "ping_idle.p99_s", "get.worst_s", "get.p99_s", "reclaim_s",
            "memory_back_s", "residual_bytes", "repl_logical_bytes", "repl_reclaim_bytes",
            "repl_bytes", "repl_bytes_per_key", "fill_s")
 
@@ -551,11 +557,14 @@ def print_size(size):
           f"{size['rounds']} rounds; times in ms")
     columns = [("command", "command_s", fmt_ms), ("in server", "server_command_s", fmt_ms),
                ("worst PING", "ping.worst_s", fmt_ms), ("p99 PING", "ping.p99_s", fmt_ms),
+               ("idle worst", "ping_idle.worst_s", fmt_ms), ("idle p99", "ping_idle.p99_s", fmt_ms),
                ("worst GET", "get.worst_s", fmt_ms), ("p99 GET", "get.p99_s", fmt_ms),
                ("reclaimed", "reclaim_s", fmt_ms), ("memory back", "memory_back_s", fmt_ms)]
     print_table(summary, columns)
     print("  command: client round trip (tcache: with reclaim paused, to isolate the logical "
           "step); in server: INFO commandstats\n"
+          f"  idle worst/p99: PING on the same filled server during {IDLE_S:g} s before the "
+          "command, nothing else running (the machine's own noise)\n"
           "  reclaimed: entries deleted (tcache: reclaim_pending 0, pause excluded; others: the "
           "command)\n  memory back: maxmemory-counted memory within max(1 MB, 5% of the fill) of "
           "its pre-fill value ('-': not within 5 s of reclaim, see 'memory left')")

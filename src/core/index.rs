@@ -21,6 +21,7 @@ use roaring::RoaringBitmap;
 use crate::core::dead::Dead;
 pub use crate::core::slab::Id;
 use crate::core::slab::Slab;
+use crate::core::tagset::TagSet;
 
 /// A key name handed out by the index (a copy).
 pub type Key = Box<[u8]>;
@@ -143,7 +144,7 @@ fn is_live(expire_at_ms: i64, now_ms: i64) -> bool {
     expire_at_ms == NO_EXPIRE || now_ms <= expire_at_ms
 }
 
-type Labels = HashMap<Box<[u8]>, RoaringBitmap>;
+type Labels = HashMap<Box<[u8]>, TagSet>;
 
 #[derive(Default)]
 pub struct DbIndex {
@@ -264,7 +265,7 @@ impl DbIndex {
                 }
             }
             None => {
-                map.insert(tag.into(), RoaringBitmap::from_iter([id]));
+                map.insert(tag.into(), TagSet::One(id));
                 self.name_bytes += tag.len();
             }
         }
@@ -383,7 +384,7 @@ impl DbIndex {
         let mut ids = RoaringBitmap::new();
         for tag in tags {
             if let Some(set) = self.space(space).get(*tag) {
-                ids |= set;
+                set.add_to(&mut ids);
             }
         }
         ids.iter()
@@ -409,15 +410,18 @@ impl DbIndex {
         let mut all = RoaringBitmap::new();
         for name in names {
             self.dead.bury(Some(space), name, seq);
-            let Some(mut set) = self.space_mut(space).remove(*name) else {
+            let Some(set) = self.space_mut(space).remove(*name) else {
                 continue;
             };
             self.memberships -= set.len() as usize;
             self.name_bytes -= name.len();
             if set.len() > all.len() {
+                let mut set = set.into_bitmap();
                 std::mem::swap(&mut set, &mut all);
+                all |= set;
+            } else {
+                set.add_to(&mut all);
             }
-            all |= set;
         }
         self.dead.queue(all)
     }
@@ -517,8 +521,7 @@ impl DbIndex {
         // keys still answers in bounded time, like SCAN.
         let budget = count.saturating_mul(10).max(count);
         let mut visited = 0usize;
-        let mut range = set.iter();
-        range.advance_to(cursor);
+        let mut range = set.iter_from(cursor);
         for id in range.by_ref() {
             visited += 1;
             if let Some(k) = self.live_key(id, now_ms) {
@@ -583,7 +586,7 @@ impl DbIndex {
     /// bytes a member plus a container each (an estimate: exact figures would
     /// visit every bitmap on every STATS).
     pub fn heap_bytes(&self) -> usize {
-        let label_slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<RoaringBitmap>();
+        let label_slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<TagSet>();
         self.name_bytes
             + self.keys.len() * 24
             + self.ids.heap_bytes()

@@ -10,4 +10,5 @@ pub mod lease;
 pub mod options;
 pub mod perm;
 pub mod slab;
+pub mod tagset;
 pub mod verify;
