@@ -129,7 +129,8 @@ mod tests {
     #[test]
     fn grows_from_one_inline_id_and_shrinks_back() {
         let mut s = TagSet::default();
-        assert!(s.is_empty() && s.len() == 0);
+        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
         assert!(s.insert(7));
         assert!(!s.insert(7));
         assert!(matches!(s, TagSet::One(7)));
