@@ -10,7 +10,7 @@ use super::{bytes, entry_or_wrongtype, read, slot, slot_mut, Slot};
 use crate::api;
 use crate::blocking;
 use crate::config;
-use crate::core::entry::{decode, encode, Entry, TagList};
+use crate::core::entry::{decode, encode, sort_tags, Entry};
 use crate::core::index::{Old, NO_EXPIRE};
 use crate::core::options::{
     check_limits, parse_in_range, parse_set_options, Condition, TTL_MAX, TTL_MIN,
@@ -30,10 +30,11 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let ttl_s = parse_in_range(args[3].as_slice(), TTL_MIN, TTL_MAX).map_err(errors::arg)?;
     let rest = bytes(&args[4..]);
-    let opts = parse_set_options(&rest).map_err(errors::arg)?;
+    let mut opts = parse_set_options(&rest).map_err(errors::arg)?;
     let value = args[2].as_slice();
-    let tags = TagList::new(opts.tags.iter().copied());
-    check_limits(&config::limits(), value.len(), &opts.tags, tags.count()).map_err(errors::arg)?;
+    sort_tags(&mut opts.tags);
+    check_limits(&config::limits(), value.len(), &opts.tags, opts.tags.len())
+        .map_err(errors::arg)?;
     gates::check_for_set(args[1].as_slice(), opts.gate, value)?;
     let now = api::now_ms();
     if let Some(token) = opts.lease {
@@ -42,7 +43,8 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return Ok(RedisValue::Null);
         }
     }
-    let mut entry = Entry::new(value, &tags, seq::next()).ok_or_else(errors::entry_too_large)?;
+    let mut entry =
+        Entry::cache(value, &opts.tags, seq::next()).ok_or_else(errors::entry_too_large)?;
     let mut ttl_ms = ttl_s * 1000;
     if let Some(swr) = opts.swr {
         entry.stale_at_ms = now + ttl_ms;

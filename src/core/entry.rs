@@ -36,14 +36,9 @@ impl TagList {
     /// Sorts and folds duplicates.
     pub fn new<'a>(tags: impl IntoIterator<Item = &'a [u8]>) -> TagList {
         let mut v: Vec<&[u8]> = tags.into_iter().collect();
-        v.sort_unstable();
-        v.dedup();
-        let mut buf = Vec::with_capacity(v.iter().map(|t| t.len() + 4).sum());
-        for t in v {
-            // A tag is bounded by tcache.max-tag-bytes, far below u32::MAX.
-            buf.extend_from_slice(&(t.len() as u32).to_le_bytes());
-            buf.extend_from_slice(t);
-        }
+        sort_tags(&mut v);
+        let mut buf = Vec::with_capacity(packed_len(&v));
+        pack(&mut buf, &v);
         TagList(buf.into_boxed_slice())
     }
 
@@ -82,6 +77,25 @@ impl<'a> Iterator for TagIter<'a> {
         let (tag, rest) = rest.split_at(len);
         self.0 = rest;
         Some(tag)
+    }
+}
+
+/// Sorts tags and folds duplicates, in place: the order of a packed list.
+pub fn sort_tags(tags: &mut Vec<&[u8]>) {
+    tags.sort_unstable();
+    tags.dedup();
+}
+
+fn packed_len(tags: &[&[u8]]) -> usize {
+    tags.iter().map(|t| t.len() + 4).sum()
+}
+
+/// Appends `tags` (sorted, unique) to `buf` as a packed list.
+fn pack(buf: &mut Vec<u8>, tags: &[&[u8]]) {
+    for t in tags {
+        // A tag is bounded by tcache.max-tag-bytes, far below u32::MAX.
+        buf.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        buf.extend_from_slice(t);
     }
 }
 
@@ -202,8 +216,23 @@ impl Entry {
         })
     }
 
-    pub fn new(value: &[u8], tags: &TagList, seq: u64) -> Option<Entry> {
-        Entry::build(Kind::Cache, tags.bytes(), &[], value, seq)
+    /// A cache entry with `tags` sorted and unique (`sort_tags`), packed
+    /// straight into the entry's buffer.
+    pub fn cache(value: &[u8], tags: &[&[u8]], seq: u64) -> Option<Entry> {
+        let tags_len = packed_len(tags);
+        let mut data = Vec::with_capacity(tags_len + value.len());
+        pack(&mut data, tags);
+        data.extend_from_slice(value);
+        Some(Entry {
+            data: data.into_boxed_slice(),
+            tags_len: u32::try_from(tags_len).ok()?,
+            perms_len: 0,
+            seq,
+            stale_at_ms: 0,
+            index_id: IndexId::default(),
+            kind: Kind::Cache,
+            killed: Killed::default(),
+        })
     }
 
     pub fn new_perm(json: &[u8], roles: &TagList, perms: &TagList, seq: u64) -> Option<Entry> {
@@ -360,7 +389,8 @@ mod tests {
     }
 
     fn cache(value: &[u8], tags: TagList, seq: u64) -> Entry {
-        Entry::new(value, &tags, seq).unwrap_or_else(|| panic!("entry too large"))
+        Entry::build(Kind::Cache, tags.bytes(), &[], value, seq)
+            .unwrap_or_else(|| panic!("entry too large"))
     }
 
     #[test]
@@ -383,6 +413,15 @@ mod tests {
         assert_eq!(e.tags().count(), 3);
         assert_eq!(e.perms().count(), 0);
         assert_eq!(decode(&encode(&e)), Ok(e));
+    }
+
+    #[test]
+    fn an_entry_packed_from_sorted_tags_equals_one_from_a_tag_list() {
+        let mut raw: Vec<&[u8]> = vec![b"b", b"a", b"b"];
+        sort_tags(&mut raw);
+        let direct = Entry::cache(b"v", &raw, 5).unwrap_or_else(|| panic!("entry too large"));
+        assert_eq!(direct, cache(b"v", tags(&["a", "b"]), 5));
+        assert_eq!(direct.tags().collect::<Vec<_>>(), vec![&b"a"[..], b"b"]);
     }
 
     #[test]
