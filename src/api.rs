@@ -81,18 +81,18 @@ impl EntryKey {
         kind != raw::REDISMODULE_KEYTYPE_EMPTY as c_int && self.entry().is_none()
     }
 
-    /// Stores `entry` as the key's value (a writable key); the old value, if
-    /// any, goes through the type's unlink hook.
+    /// Stores `entry` as the key's value (a writable key that is empty or
+    /// holds an entry). An entry already there is overwritten in place and
+    /// does not go through the unlink hook: the caller re-indexes.
     pub fn set_entry(&self, entry: Entry) -> Result<(), &'static str> {
         if self.0.is_null() {
             return Err("ERR key not open");
         }
         // SAFETY: `self.0` is an open key.
         if let Some(old) = unsafe { entry_ptr(self.0) } {
-            // An entry already there is replaced in place: no second key
-            // lookup, no free and allocation of the value box, no unlink hook
-            // (the caller has re-indexed). Closing the key, opened for
-            // writing, signals the modification as SetValue would.
+            // No second key lookup, no free and allocation of the value box.
+            // Closing the key, opened for writing, signals the modification
+            // as SetValue would.
             // SAFETY: `old` is the live Box<Entry> the key holds; nothing else
             // borrows it during this call (the main thread runs it).
             unsafe { *old = entry };
@@ -124,31 +124,11 @@ impl EntryKey {
         }
     }
 
-    /// Sets the absolute expiry `at` (Unix ms) as replicated by the primary:
-    /// exactly where the server has SetAbsExpire; on Redis 7.0 as the time
-    /// left, at least 1 ms (a time already past expires at once, as it would
-    /// by PEXPIREAT).
-    pub fn set_expire_at(&self, at: i64) {
-        // SAFETY: `self.0` is open for writing and holds a value.
-        unsafe {
-            match (raw::RedisModule_SetAbsExpire, raw::RedisModule_SetExpire) {
-                (Some(abs), _) => {
-                    abs(self.0, at);
-                }
-                (None, Some(rel)) => {
-                    rel(self.0, (at - now_ms()).max(1));
-                }
-                (None, None) => {}
-            }
-        }
-    }
-
-    /// Sets the expiry `ttl_ms` from now and returns it as the absolute time
-    /// stored: exactly, through SetAbsExpire where the server has it (Valkey,
-    /// Redis 7.2+); on Redis 7.0 through SetExpire, which counts from the same
-    /// clock as `now_ms`.
-    /// `at` is now + `ttl_ms`, computed by the caller beforehand.
-    pub fn expire_in(&self, ttl_ms: i64, at: i64) -> i64 {
+    /// Sets the absolute expiry `at` (Unix ms): exactly where the server has
+    /// SetAbsExpire (Valkey, and Redis 7.0 patch releases such as Debian's
+    /// 7.0.15, not 7.0.0); otherwise through SetExpire as `ttl_ms`, the time
+    /// left, which counts from the same clock as `now_ms`.
+    pub fn expire(&self, at: i64, ttl_ms: i64) {
         // SAFETY: `self.0` is open for writing and holds a value.
         unsafe {
             match (raw::RedisModule_SetAbsExpire, raw::RedisModule_SetExpire) {
@@ -161,7 +141,6 @@ impl EntryKey {
                 (None, None) => {}
             }
         }
-        at
     }
 
     /// The entry the key holds, if it is one of ours.
@@ -175,8 +154,9 @@ impl EntryKey {
     }
 
     /// Absolute expiry in unix ms, or `NO_EXPIRE`. Exact where the server can
-    /// tell it (GetAbsExpire, Redis 7.2+ and Valkey); on Redis 7.0 derived from
-    /// the remaining time, an already-passed expiry counting as passed.
+    /// tell it (GetAbsExpire: Valkey, Redis 7.0.15; not 7.0.0); otherwise
+    /// derived from the remaining time, an already-passed expiry counting as
+    /// passed.
     pub fn expire_at(&self) -> i64 {
         if self.0.is_null() {
             return NO_EXPIRE;

@@ -54,20 +54,27 @@ const WAIT: Duration = Duration::from_millis(100);
 
 /// Makes sure slices run from the next event-loop iteration on.
 pub fn start(ctx: &Context) {
+    if !start_hooked(ctx) {
+        // No event-loop hook (not seen on supported servers): the timer runs
+        // the slices, one per millisecond.
+        arm(ctx, Duration::from_millis(1));
+    }
+}
+
+/// Arms the before-sleep hook; false if the server refuses to subscribe it.
+fn start_hooked(ctx: &Context) -> bool {
     if PHASE.load(Ordering::Relaxed) != IDLE {
-        return;
+        return true;
     }
     if !HOOKED.load(Ordering::Relaxed) {
         if !hook(ctx, true) {
-            // No event-loop hook (not seen on supported servers): a timer
-            // still gets the work done, a slice per millisecond.
-            arm(ctx, Duration::from_millis(1));
-            return;
+            return false;
         }
         HOOKED.store(true, Ordering::Relaxed);
     }
     PHASE.store(ARMED, Ordering::Relaxed);
     wake();
+    true
 }
 
 /// Subscribes (or unsubscribes) the before-sleep hook.
@@ -102,7 +109,8 @@ fn arm(ctx: &Context, after: Duration) {
     }
 }
 
-/// Retires an idle hook, and starts again (or waits) if work is pending.
+/// Retires an idle hook, and starts again (or waits) if work is pending;
+/// without the hook, runs a slice itself.
 fn tick(ctx: &Context, _: ()) {
     TIMER.store(false, Ordering::Relaxed);
     guard::callback((), || {
@@ -112,10 +120,10 @@ fn tick(ctx: &Context, _: ()) {
         }
         if indexes::pending_dbs().is_empty() {
             indexes::recheck_tombs();
-        } else if may_run(ctx) {
-            start(ctx);
-        } else {
+        } else if !may_run(ctx) {
             arm(ctx, WAIT);
+        } else if !start_hooked(ctx) && run_slice(ctx) {
+            arm(ctx, Duration::from_millis(1));
         }
     })
 }

@@ -309,3 +309,27 @@ fn restart_from_aof_without_rdb_preamble() {
 fn restart_from_aof_with_rdb_preamble() {
     restart_from_aof("yes");
 }
+
+/// A write reaches the AOF as `TCACHE.APPLY key blob PXAT <ms>`. An entry
+/// whose time passed while it sat there (never read, active expiry off, so
+/// no DEL was logged) must not come back when the AOF is replayed.
+#[test]
+fn an_entry_expired_in_the_aof_stays_expired_after_replay() {
+    let mut s = Server::builder()
+        .arg("appendonly", "yes")
+        .arg("aof-use-rdb-preamble", "no")
+        .start();
+    let mut c = s.conn();
+    assert!(c.q(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]).is_ok());
+    set(&mut c, "brief", "x", 1, &["t"]);
+    set(&mut c, "kept", "y", 100, &["t"]);
+    std::thread::sleep(Duration::from_millis(1300));
+    s.restart();
+    let mut c = s.conn();
+    assert_eq!(get(&mut c, "brief"), None);
+    assert_eq!(get(&mut c, "kept").as_deref(), Some(&b"y"[..]));
+    let pttl = c.q(&["PTTL", "kept"]).as_int();
+    assert!(pttl > 90_000 && pttl <= 100_000, "PTTL kept {pttl}");
+    assert_tag(&mut c, "t", &["kept"]);
+    assert!(c.q(&["TCACHE.VERIFY"]).is_ok());
+}

@@ -21,7 +21,6 @@ use crate::indexes;
 use crate::leases;
 use crate::seq;
 use crate::stats;
-use crate::store;
 
 /// TCACHE.SET key value ttl [NX | XX] [GATE name] [LEASE token] [SWR seconds] [TAGS tag [tag ...]]
 pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -83,7 +82,7 @@ pub fn write_entry(
     let expire_at = api::now_ms() + ttl_ms;
     let db = api::selected_db(ctx);
     // Re-index while the old entry is still readable: an overwrite updates
-    // its record in place, so the unlink hook is told to keep out.
+    // its record in place (`set_entry` then overwrites the entry itself).
     let at = indexes::with_db(db, |ix| {
         let old = key.entry().map(|e| Old {
             space: e.space(),
@@ -102,12 +101,12 @@ pub fn write_entry(
     .ok_or(RedisError::Str(errors::INDEX_BUSY))?
     .ok_or(RedisError::Str(errors::INDEX_FULL))?;
     entry.index_id.set(at.id);
-    if let Err(e) = store::overwrite_indexed(|| key.set_entry(entry)) {
+    if let Err(e) = key.set_entry(entry) {
         // Not stored (the key could not be written): undo the index record.
         indexes::with_db(db, |ix| ix.forget_key(name.as_slice()));
         return Err(RedisError::Str(e));
     }
-    key.expire_in(ttl_ms, expire_at);
+    key.expire(expire_at, ttl_ms);
     drop(key);
     // Any other lease on the key is void now; waiters wake up to the value.
     leases::revoke(db, name.as_slice());
@@ -249,7 +248,8 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     key.set_entry(entry).map_err(RedisError::Str)?;
     if let Some(at) = expire_at {
-        key.set_expire_at(at);
+        // Without SetAbsExpire, the time left; a time already past expires at once.
+        key.expire(at, (at - api::now_ms()).max(1));
     }
     if let Some(e) = key.entry() {
         let dead = indexes::index_arrival(db, name, e, expire_at.unwrap_or(NO_EXPIRE))

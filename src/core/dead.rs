@@ -201,7 +201,7 @@ impl Dead {
 }
 
 /// Heap bytes of a bitmap: its containers' payloads and headers.
-pub fn bitmap_bytes(b: &RoaringBitmap) -> usize {
+fn bitmap_bytes(b: &RoaringBitmap) -> usize {
     let st = b.statistics();
     let payload =
         st.n_bytes_array_containers + st.n_bytes_run_containers + st.n_bytes_bitset_containers;

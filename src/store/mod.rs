@@ -113,7 +113,7 @@ extern "C" fn aof_rewrite(
         };
         // An entry an invalidation killed is left out: the rewritten AOF
         // carries no tombstones, and the entry is gone for readers already.
-        if indexes::any_tombs() && indexes::is_dead(api::db_of_io(aof), api::bytes_of(key), e) {
+        if indexes::is_dead(api::db_of_io(aof), api::bytes_of(key), e) {
             return;
         }
         // Redis appends PEXPIREAT for keys with an expiry after this.
@@ -283,30 +283,11 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int
     })
 }
 
-/// Set while a tcache write overwrites an entry whose index record it has
-/// already updated in place: the unlink hook must leave the index alone.
-static INDEXED_OVERWRITE: AtomicBool = AtomicBool::new(false);
-
-/// Runs `f`, a store over an entry already re-indexed by the caller.
-pub fn overwrite_indexed<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            INDEXED_OVERWRITE.store(false, Ordering::Relaxed);
-        }
-    }
-    INDEXED_OVERWRITE.store(true, Ordering::Relaxed);
-    let _reset = Reset;
-    f()
-}
-
 /// Called whenever a key of this type leaves a database: DEL, UNLINK, expiry,
-/// eviction, overwrite, RENAME/MOVE source, module deletes.
+/// eviction, overwrite by another type, RENAME/MOVE source, module deletes.
+/// (A tcache write over an entry overwrites it in place, without this hook.)
 extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guard::callback((), || {
-        if INDEXED_OVERWRITE.load(Ordering::Relaxed) {
-            return;
-        }
         // SAFETY: Redis passes a value of this type.
         let Some(e) = (unsafe { entry(value) }) else {
             return;
