@@ -87,8 +87,8 @@ lint: deps ## cargo fmt --check and clippy with -D warnings
 	cargo clippy --release --all-targets -- -D warnings
 
 bench: build ## Throughput ratios, INVALTAG at 100k and 1M entries (3 layouts), stampede count, targets report
-	@python3 -c 'import redis' 2>/dev/null || PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check redis \
-		|| PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --break-system-packages redis
+	@python3 -c 'import redis, matplotlib' 2>/dev/null || PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check redis matplotlib \
+		|| PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --break-system-packages redis matplotlib
 	@command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null \
 		|| { echo "redis-cli / redis-benchmark not found (make deps installs redis-server and its tools)"; exit 1; }
 	python3 bench/bench.py --server "$(SERVER)" --module "$(MODULE)" --rounds 5
