@@ -103,6 +103,18 @@ bench: build ## Throughput ratios, INVALTAG at 100k and 1M entries (3 layouts), 
 	python3 bench/stampede.py $$port 200 2
 	python3 bench/report.py
 
+.PHONY: test-app demo
+
+test-app: build venv ## Reference app (examples/app): ruff, then pytest incl. the browser test against Redis 7.0, then Valkey 9 (heavy case once)
+	cd examples/app && $(PY) -m ruff check .
+	@echo "==> app tests with TCACHE_SERVER=$(REDIS_SERVER)"
+	cd examples/app && TCACHE_SERVER="$(REDIS_SERVER)" $(PY) -m pytest -q
+	@echo "==> app tests with TCACHE_SERVER=$(VALKEY_SERVER) (heavy case skipped: it ran once above)"
+	cd examples/app && TCACHE_SERVER="$(VALKEY_SERVER)" TCACHE_APP_SKIP_HEAVY=1 $(PY) -m pytest -q
+
+demo: build venv ## Reference app: tcache + a throwaway PostgreSQL (seeded) + the app on a loopback port; prints the URL, Ctrl-C stops
+	cd examples/app && $(PY) -m refapp.demo --server "$(SERVER)"
+
 clean: ## cargo clean and remove .run/
 	cargo clean
 	rm -rf .run
