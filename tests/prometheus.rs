@@ -403,7 +403,15 @@ fn exporter_scrapes_a_stale_replica() {
     let server = Server::start();
     let mut c = server.conn();
     set(&mut c, "k", "v", 900, &["t"]);
-    let gone = free_port().to_string();
+    // A "primary" that accepts the connection into its backlog and never
+    // answers: the link stays down, and no other test's server (which could
+    // pick a port that was free a moment ago) can become this one's primary.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind a silent primary");
+    let gone = silent
+        .local_addr()
+        .expect("silent primary port")
+        .port()
+        .to_string();
     ok(
         c.q(&["CONFIG", "SET", "replica-serve-stale-data", "no"]),
         "CONFIG SET",
@@ -417,4 +425,11 @@ fn exporter_scrapes_a_stale_replica() {
     assert_matches_info(&got, &info_tcache(&mut c));
     assert_metric(&got, "tcache_entries", 1.0);
     assert_metric(&got, "tcache_sets", 1.0);
+    let link = server.info_field("replication", "master_link_status");
+    assert_eq!(
+        link.as_deref(),
+        Some("down"),
+        "the replica must still be stale"
+    );
+    drop(silent);
 }
