@@ -207,6 +207,15 @@ class CacheBase:
             out.update(self.breaker.stats())
         return out
 
+    def reset_local_stats(self) -> None:
+        self.l2_hits = self.l2_misses = self.computations = self.lease_sets_refused = 0
+        if self.l1 is not None:
+            l1 = self.l1
+            l1.hits = l1.misses = l1.evictions = l1.invalidations = l1.flushes = l1.fills_discarded = 0
+        if self.breaker is not None:
+            b = self.breaker
+            b.trips = b.recoveries = b.degraded_reads = b.degraded_writes = 0
+
     # ---- degraded mode -----------------------------------------------------------------
     def degrade(self, err: BaseException) -> bool:
         """Trip the breaker on an unreachable-Redis error; False when degraded mode is off."""

@@ -492,11 +492,21 @@ class AsyncTCache(CacheBase):
         return deco
 
     # ---- statistics, lifecycle ---------------------------------------------------------
-    async def server_stats(self, reset: bool = False) -> dict[str, Any]:
+    async def server_stats(self) -> dict[str, Any]:
+        """``TCACHE.STATS`` over every shard (summed, ``hit_rate`` recomputed)."""
         await self._ensure()
         if not self.cluster:
-            return combine_stats([await self.cmd.stats(reset)])
-        return combine_stats(await self._each_primary(self.cmd.stats, reset))
+            return combine_stats([await self.cmd.stats()])
+        return combine_stats(await self._each_primary(self.cmd.stats))
+
+    async def reset_stats(self) -> None:
+        """``TCACHE.STATS RESET`` on every shard, and this client's counters."""
+        await self._ensure()
+        if not self.cluster:
+            await self.cmd.stats(True)
+        else:
+            await self._each_primary(self.cmd.stats, True)
+        self.reset_local_stats()
 
     async def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -466,11 +466,19 @@ class TCache(CacheBase):
         return deco
 
     # ---- statistics, lifecycle ---------------------------------------------------------
-    def server_stats(self, reset: bool = False) -> dict[str, Any]:
+    def server_stats(self) -> dict[str, Any]:
         """``TCACHE.STATS`` over every shard (summed, ``hit_rate`` recomputed)."""
         if not self.cluster:
-            return combine_stats([self.cmd.stats(reset)])
-        return combine_stats(self._each_primary(self.cmd.stats, reset))
+            return combine_stats([self.cmd.stats()])
+        return combine_stats(self._each_primary(self.cmd.stats))
+
+    def reset_stats(self) -> None:
+        """``TCACHE.STATS RESET`` on every shard, and this client's counters."""
+        if not self.cluster:
+            self.cmd.stats(True)
+        else:
+            self._each_primary(self.cmd.stats, True)
+        self.reset_local_stats()
 
     def stats(self) -> dict[str, Any]:
         """Server figures (when reachable) plus this client's L1/L2/degraded counters."""

@@ -87,7 +87,9 @@ def _to_map(x: Any) -> Any:
     return _s(x)
 
 
-def _stats(resp: Any, **_: Any) -> dict[str, Any]:
+def _stats(resp: Any, **_: Any) -> Any:
+    if isinstance(resp, (bytes, str)) or resp is True:  # STATS RESET: OK
+        return _ok(resp)
     m = _to_map(resp)
     if isinstance(m, list):  # an empty RESP2 array
         m = {}
@@ -283,7 +285,7 @@ class TCacheCommands:
         return self.execute_command("TCACHE.VERIFY", **kw)
 
     def stats(self, reset: bool = False, **kw: Any) -> Any:
-        """``TCACHE.STATS [RESET]``: a dict (RESP2 and RESP3 alike)."""
+        """``TCACHE.STATS``: a dict (RESP2 and RESP3 alike); with ``reset``: True."""
         args: list[EncodableT] = ["TCACHE.STATS"]
         if reset:
             args.append("RESET")
