@@ -22,7 +22,7 @@ mod stats;
 mod store;
 
 use redis_module::configuration::ConfigurationFlags;
-use redis_module::{raw, redis_module, Context, RedisString, Status};
+use redis_module::{raw, redis_module, Context, ModuleOptions, RedisString, Status};
 
 use commands::{admin, cache, fast, fetch, gate, inval, perm, query};
 use config::{
@@ -44,6 +44,10 @@ const MODULE_ALLOC: ModuleAlloc = std::alloc::System;
 
 /// Module arguments, keyspace and server events, the INFO section.
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    // A short read or a bad opcode in our part of an RDB file or a RESTORE
+    // payload must refuse that value, not abort the server: every load in
+    // `store` checks `RedisModule_IsIOError` (the crate's `raw::load_*` do).
+    ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
     let raw_args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
     if let Err(e) = config::apply_module_args(&raw_args) {
         ctx.log_warning(&format!("tcache: {e}"));
