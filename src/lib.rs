@@ -4,6 +4,7 @@
 //! positions (first, last, step; keyless commands use 0, 0, 0), the data type,
 //! the configs, and the start-up hook.
 
+mod alloc;
 mod api;
 mod blocking;
 mod commands;
@@ -22,7 +23,7 @@ mod stats;
 mod store;
 
 use redis_module::configuration::ConfigurationFlags;
-use redis_module::{raw, redis_module, Context, RedisString, Status};
+use redis_module::{raw, redis_module, Context, ModuleOptions, RedisString, Status};
 
 use commands::{admin, cache, fast, fetch, gate, inval, perm, query};
 use config::{
@@ -33,10 +34,12 @@ use store::ENTRY_TYPE;
 
 // Memory goes through the Redis allocator so that `used_memory` and `maxmemory`
 // see it; unit tests run without a server and use the system allocator.
+// The crate's `RedisAlloc` trusts the server's allocator with alignment, which
+// only jemalloc honours: `alloc::ServerAlloc` honours every alignment.
 #[cfg(not(test))]
-type ModuleAlloc = redis_module::alloc::RedisAlloc;
+type ModuleAlloc = alloc::ServerAlloc;
 #[cfg(not(test))]
-const MODULE_ALLOC: ModuleAlloc = redis_module::alloc::RedisAlloc;
+const MODULE_ALLOC: ModuleAlloc = alloc::ServerAlloc;
 #[cfg(test)]
 type ModuleAlloc = std::alloc::System;
 #[cfg(test)]
@@ -44,6 +47,10 @@ const MODULE_ALLOC: ModuleAlloc = std::alloc::System;
 
 /// Module arguments, keyspace and server events, the INFO section.
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    // A short read or a bad opcode in our part of an RDB file or a RESTORE
+    // payload must refuse that value, not abort the server: every load in
+    // `store` checks `RedisModule_IsIOError` (the crate's `raw::load_*` do).
+    ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
     let raw_args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
     if let Err(e) = config::apply_module_args(&raw_args) {
         ctx.log_warning(&format!("tcache: {e}"));

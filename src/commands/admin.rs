@@ -121,7 +121,13 @@ fn bulk(ctx: &Context, b: &[u8]) {
 }
 
 /// The `INFO tcache` callback: section `tcache_stats` with the same figures.
-pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_int) {
+    // A crash report runs on the crashing thread, which may hold the gate or
+    // index lock: taking it would hang the dying server instead of letting it
+    // exit (seen: a crash inside a gate check deadlocked here).
+    if for_crash_report != 0 {
+        return;
+    }
     guard::callback((), || {
         raw::add_info_section(ctx, Some("stats"));
         for (name, f) in stats::figures(&indexes::figures()) {

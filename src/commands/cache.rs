@@ -234,7 +234,8 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let entry = decode(args[2].as_slice())
         .map_err(|e| RedisError::String(format!("ERR bad serialized entry: {e}")))?;
-    seq::observe(entry.seq);
+    // `decode` refused any sequence past MAX_SEQ.
+    let _ = seq::observe(entry.seq);
     let name = args[1].as_slice();
     let db = api::selected_db(ctx);
     let key = api::EntryKey::open_write(ctx, &args[1]);

@@ -137,6 +137,7 @@ pub fn applyinval(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let seq = std::str::from_utf8(args[1].as_slice())
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&n| n <= seq::MAX_SEQ)
         .ok_or(RedisError::Str("ERR bad invalidation sequence"))?;
     let names = bytes(&args[3..]);
     let target = match args[2].as_slice() {
@@ -145,7 +146,7 @@ pub fn applyinval(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         b"PREFIX" if names.len() == 1 => Target::Prefix(names[0]),
         _ => return Err(RedisError::Str(errors::SYNTAX)),
     };
-    seq::observe(seq);
+    let _ = seq::observe(seq); // checked against MAX_SEQ above
     let db = api::selected_db(ctx);
     indexes::with_db(db, |ix| target.kill(ix, None, seq))
         .ok_or(RedisError::Str(errors::INDEX_BUSY))?;

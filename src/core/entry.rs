@@ -289,7 +289,16 @@ pub enum DecodeError {
     UnknownKind(u8),
     Truncated,
     UnsortedTags,
+    /// A write sequence number above [`MAX_SEQ`]: no real write can have it.
+    BadSeq(u64),
 }
+
+/// The largest write sequence number a stored entry or an invalidation may
+/// carry. The counter starts at 0 and grows by one per write, so a real number
+/// never comes near it; a larger one in a payload, an RDB file or a replicated
+/// command is forged or corrupt, and accepting it would let the counter wrap
+/// (after which invalidations would compare as older than every entry).
+pub const MAX_SEQ: u64 = 1 << 62;
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -298,6 +307,7 @@ impl fmt::Display for DecodeError {
             DecodeError::UnknownKind(k) => write!(f, "unknown entry kind {k}"),
             DecodeError::Truncated => f.write_str("truncated entry"),
             DecodeError::UnsortedTags => f.write_str("tags not sorted and unique"),
+            DecodeError::BadSeq(n) => write!(f, "write sequence {n} out of range"),
         }
     }
 }
@@ -343,6 +353,10 @@ pub fn decode(b: &[u8]) -> Result<Entry, DecodeError> {
     let killed = kind & KILLED_BIT != 0;
     let kind = Kind::from_byte(kind & !KILLED_BIT).ok_or(DecodeError::UnknownKind(kind))?;
     let (seq, b) = b.split_first_chunk::<8>().ok_or(DecodeError::Truncated)?;
+    let seq = u64::from_le_bytes(*seq);
+    if seq > MAX_SEQ {
+        return Err(DecodeError::BadSeq(seq));
+    }
     let (stale, b) = b.split_first_chunk::<8>().ok_or(DecodeError::Truncated)?;
     let (tags, b) = split_list(b)?;
     let (perms, value) = match kind {
@@ -350,8 +364,7 @@ pub fn decode(b: &[u8]) -> Result<Entry, DecodeError> {
         Kind::Cache => (&[][..], b),
     };
     // The lengths came from u32 fields, so `build` cannot refuse them.
-    let mut e = Entry::build(kind, tags, perms, value, u64::from_le_bytes(*seq))
-        .ok_or(DecodeError::Truncated)?;
+    let mut e = Entry::build(kind, tags, perms, value, seq).ok_or(DecodeError::Truncated)?;
     e.stale_at_ms = i64::from_le_bytes(*stale);
     if killed {
         e.killed.set();
@@ -479,6 +492,15 @@ mod tests {
         b[0] = CODEC_VERSION;
         b[1] = 7;
         assert_eq!(decode(&b), Err(DecodeError::UnknownKind(7)));
+    }
+
+    #[test]
+    fn decode_rejects_a_sequence_past_the_maximum() {
+        let ok = encode(&cache(b"v", tags(&["a"]), MAX_SEQ));
+        assert!(decode(&ok).is_ok());
+        let mut b = encode(&cache(b"v", tags(&["a"]), 1));
+        b[2..10].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+        assert_eq!(decode(&b), Err(DecodeError::BadSeq(u64::MAX - 1)));
     }
 
     #[test]

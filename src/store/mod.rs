@@ -74,7 +74,8 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
         };
         match decode(buf.as_ref()) {
             Ok(e) => {
-                seq::observe(e.seq);
+                // `decode` refused any sequence past MAX_SEQ.
+                let _ = seq::observe(e.seq);
                 Box::into_raw(Box::new(e)).cast()
             }
             Err(err) => {
@@ -230,7 +231,11 @@ fn load_tombs(rdb: *mut raw::RedisModuleIO) -> Result<(), redis_module::error::E
             .ok_or_else(|| redis_module::error::Error::generic("bad tombstone kind"))?;
         let name = raw::load_string_buffer(rdb)?.as_ref().to_vec();
         let seq = raw::load_unsigned(rdb)?;
-        seq::observe(seq);
+        if !seq::observe(seq) {
+            return Err(redis_module::error::Error::generic(
+                "tombstone sequence out of range",
+            ));
+        }
         indexes::bury(db, space, &name, seq);
     }
     Ok(())
