@@ -21,6 +21,9 @@ class Settings:
     report_swr: int
     perm_ttl: int
     lease_ms: int
+    # How long a reader blocks in FETCH ... WAIT before asking again. Kept under redis-py's
+    # default socket timeout (5 s in redis-py 8), and short because a waiter is not woken
+    # when the lease holder's write is refused after a reset: it waits out its timeout.
     wait_ms: int
 
     @classmethod
@@ -35,5 +38,5 @@ class Settings:
             report_swr=int(_float("TCACHE_APP_REPORT_SWR", 60)),
             perm_ttl=int(_float("TCACHE_APP_PERM_TTL", 300)),
             lease_ms=int(_float("TCACHE_APP_LEASE_MS", 60_000)),
-            wait_ms=int(_float("TCACHE_APP_WAIT_MS", 60_000)),
+            wait_ms=int(_float("TCACHE_APP_WAIT_MS", 2_000)),
         )

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from redis_tcache import AsyncTCache, GateRejected
+from redis_tcache import AsyncTCache, GateRejected, RawSerializer
 
 from refapp import db
 from refapp.config import Settings
@@ -38,13 +38,18 @@ REPORT_GATE = "report"
 class Services:
     """What one worker process holds: the PostgreSQL pool, the Redis client and the cache."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, tc: AsyncTCache,
-                 voices_tc: AsyncTCache) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis
-        self.tc = tc
-        self.voices_tc = voices_tc  # same server, with the L1 near cache on
+        # Reports are JSON text, cached byte for byte as PostgreSQL keeps them.
+        self.reports = AsyncTCache(redis, serializer=RawSerializer())
+        # Everything else: Python values as JSON (the client's default serializer).
+        self.tc = AsyncTCache(redis)
+        # The voices catalogue is read on every page: an L1 copy in each worker, kept
+        # coherent by CLIENT TRACKING and the module's invalidation channel.
+        self.voices_tc = AsyncTCache(redis, l1=True)
+        self.store_ids: set[int] = set()
         self.server = ""
 
 
@@ -58,11 +63,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = Settings.from_env()
     pool = await asyncpg.create_pool(settings.dsn, min_size=2, max_size=20)
     redis = aioredis.Redis.from_url(settings.redis_url, max_connections=400)
-    tc = AsyncTCache(redis)
-    voices_tc = AsyncTCache(redis, l1=True)
-    svc = Services(settings, pool, redis, tc, voices_tc)
+    svc = Services(settings, pool, redis)
+    await svc.voices_tc.start()  # the L1's tracking connection
     # The report rule lives in the server: every TCACHE.SET of report:* is checked.
-    await tc.gates.set(REPORT_GATE, Report, prefix="report:")
+    await svc.tc.gates.set(REPORT_GATE, Report, prefix="report:")
+    svc.store_ids = {int(r["id"]) for r in await pool.fetch("SELECT id FROM stores")}
     info = await redis.info("server")
     svc.server = f"{info.get('server_name', 'redis')} {info.get('valkey_version') or info.get('redis_version')}"
     app.state.services = svc
@@ -70,7 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await voices_tc.aclose()
+        await svc.voices_tc.aclose()
         await redis.aclose()
         await pool.close()
 
@@ -103,6 +108,9 @@ async def report_from_cache(svc: Services, store_id: int) -> str:
     invalidation) happened meanwhile, so an old report is never written back."""
     s = svc.settings
 
+    if store_id not in svc.store_ids:  # never take a lease for a report that cannot exist
+        raise HTTPException(404, f"no store {store_id}")
+
     async def compute() -> str:
         stored = await db.read_report(svc.pool, store_id)
         if stored is not None:
@@ -114,10 +122,10 @@ async def report_from_cache(svc: Services, store_id: int) -> str:
         await db.save_report_if_current(svc.pool, store_id, gen.body, gen.generation_id, gen.epoch)
         return gen.body
 
-    value: str = await svc.tc.get_or_compute(
+    value: str | bytes = await svc.reports.get_or_compute(
         report_key(store_id), compute, s.report_ttl, tags=report_tags(store_id),
         lease_ms=s.lease_ms, wait_ms=s.wait_ms)
-    return value
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def gate_error(e: GateRejected) -> JSONResponse:
@@ -152,7 +160,7 @@ async def race(request: Request, store_id: int) -> dict[str, Any]:
         return time.perf_counter() - t0, value
 
     (db_s, db_body), (cache_s, cache_body) = await asyncio.gather(
-        timed(db.read_report(svc.pool, store_id)), timed(svc.tc.get(report_key(store_id))))
+        timed(db.read_report(svc.pool, store_id)), timed(svc.reports.get(report_key(store_id))))
     db_found, cache_found = db_body is not None, cache_body is not None
     if db_found and cache_found:
         winner = "cache" if cache_s <= db_s else "db"
@@ -175,7 +183,7 @@ async def reset(request: Request, store_id: int) -> dict[str, Any]:
     svc = services(request)
     if not await db.reset_report(svc.pool, store_id):
         raise HTTPException(404, f"no store {store_id}")
-    dropped = await svc.tc.invalidate_tags([f"store:{store_id}"])
+    dropped = await svc.reports.invalidate_tags(f"store:{store_id}")
     await db.event(svc.pool, "reset", f"store:{store_id}", f"{dropped} cache entries dropped")
     return {"store_id": store_id, "cache_entries_dropped": dropped}
 
@@ -198,7 +206,7 @@ async def regenerate(request: Request, store_id: int,
         raise HTTPException(409, "the report was reset during the generation; nothing stored")
     # Write-invalidate: the next reader loads it from PostgreSQL under a lease, which a
     # concurrent reset would break; a direct SET here could race that reset.
-    await svc.tc.invalidate_tags([f"store:{store_id}"])
+    await svc.reports.invalidate_tags(f"store:{store_id}")
     await db.event(svc.pool, "regenerated", f"store:{store_id}", f"generation {gen.generation_id}")
     return Response(gen.body, media_type="application/json")
 
@@ -333,16 +341,18 @@ async def put_voice(request: Request, voice_id: int, name: str = Body(..., embed
     provider = await db.update_voice(svc.pool, voice_id, name)
     if provider is None:
         raise HTTPException(404, f"no voice {voice_id}")
-    dropped = await svc.voices_tc.invalidate_tags([f"provider:{provider}"])
+    dropped = await svc.voices_tc.invalidate_tags(f"provider:{provider}")
     await db.event(svc.pool, "voice-changed", str(voice_id), f"provider {provider}, {dropped} entries dropped")
     return {"voice_id": voice_id, "provider": provider, "cache_entries_dropped": dropped}
 
 
 @app.get("/debug/l1")
 async def debug_l1(request: Request) -> dict[str, Any]:
-    """What this worker's L1 near cache holds (keys), so a test can watch it drop a copy."""
+    """This worker's L1 counters (entries, hits, misses, invalidations), so a test can watch
+    it drop a copy."""
     svc = services(request)
-    return {"pid": os.getpid(), "keys": sorted(svc.voices_tc.l1_keys())}
+    stats = svc.voices_tc.local_stats()
+    return {"pid": os.getpid(), **{k: v for k, v in stats.items() if k.startswith("l1_")}}
 
 
 # --- dashboard data ------------------------------------------------------------------------
@@ -365,7 +375,7 @@ def _num(v: Any) -> Any:
 async def dashboard_data(request: Request) -> dict[str, Any]:
     """TCACHE.STATS, INFO tcache, the race log, the events and the computation counts."""
     svc = services(request)
-    stats_raw = await svc.tc.stats()
+    stats_raw = await svc.tc.server_stats()
     gates_raw = stats_raw.pop("gates", None) if isinstance(stats_raw, dict) else None
     stats = {str(k): _num(v) for k, v in stats_raw.items()}
     gates = []
@@ -378,7 +388,8 @@ async def dashboard_data(request: Request) -> dict[str, Any]:
         "SELECT * FROM (SELECT id, store_id, db_s, cache_s, db_found, cache_found, winner, "
         "extract(epoch FROM at)::float8 AS at FROM race_log ORDER BY id DESC LIMIT 120) t ORDER BY id")
     events = await svc.pool.fetch(
-        "SELECT id, kind, subject, detail, extract(epoch FROM at)::float8 AS at FROM app_events ORDER BY id DESC LIMIT 20")
+        "SELECT id, kind, subject, detail, extract(epoch FROM at)::float8 AS at "
+        "FROM app_events ORDER BY id DESC LIMIT 20")
     comps = await svc.pool.fetch("SELECT kind, count(*) AS n FROM computations GROUP BY kind")
     return {"server": svc.server, "stats": stats, "gates": gates, "info": info,
             "races": [dict(r) for r in races], "events": [dict(e) for e in events],

@@ -51,35 +51,45 @@ def test_decorator_invalidate_one_persona(env: Env, http: httpx.Client) -> None:
     assert http.get(f"{env.a.url}/personas/rust/999").status_code == 404
 
 
-def l1_keys(http: httpx.Client, base: str) -> list[str]:
+def l1(http: httpx.Client, base: str) -> dict[str, Any]:
     r = http.get(f"{base}/debug/l1")
     assert r.status_code == 200, r.text
-    keys: list[str] = r.json()["keys"]
-    return keys
+    stats: dict[str, Any] = r.json()
+    return stats
 
 
 def test_voice_write_invalidates_by_tag_and_the_other_workers_l1(env: Env, http: httpx.Client) -> None:
     a, b = env.a.url, env.b.url
-    va = http.get(f"{a}/voices/acme").json()
+    va = http.get(f"{a}/voices/acme").json()  # the API call; the L1 fills from the next read
     vb = http.get(f"{b}/voices/acme").json()
     assert va["pid"] != vb["pid"]  # two processes
     assert va["voices"] == vb["voices"]
-    assert "voices:acme" in l1_keys(http, a) and "voices:acme" in l1_keys(http, b)
+    assert http.get(f"{a}/voices/acme").json()["voices"] == va["voices"]
+    assert l1(http, a)["l1_entries"] == 1
     http.get(f"{b}/voices/polly")
+    http.get(f"{b}/voices/polly")
+    sb = l1(http, b)
+    assert sb["l1_active"] and sb["l1_entries"] == 2  # voices:acme and voices:polly
     loads = env.computations("voices-api", "acme")
-    # a second read in each worker is local: no call to the API, no change in the L1
+    # a second read in B is served by its L1: no Redis read, no API call
     assert http.get(f"{b}/voices/acme").json()["voices"] == vb["voices"]
+    assert l1(http, b)["l1_hits"] == sb["l1_hits"] + 1
     assert env.computations("voices-api", "acme") == loads
 
     voice_id = va["voices"][0]["id"]
     r = http.put(f"{a}/voices/{voice_id}", json={"name": "acme-renamed"})
     assert r.status_code == 200 and r.json()["provider"] == "acme"
     assert r.json()["cache_entries_dropped"] == 1
-    # the writer's own L1 is clean at once; the other worker's as soon as the event arrives
-    assert "voices:acme" not in l1_keys(http, a)
-    wait_until(lambda: "voices:acme" not in l1_keys(http, b), 10, "worker B's L1 drops voices:acme")
-    assert "voices:polly" in l1_keys(http, b)  # another tag: kept
-    for base in (a, b):
-        names = {v["id"]: v["name"] for v in http.get(f"{base}/voices/acme").json()["voices"]}
-        assert names[voice_id] == "acme-renamed"
+    assert l1(http, a)["l1_entries"] == 0  # the writer's own L1: dropped before the answer
+    # the other worker's L1 drops its copy as soon as the server's message arrives
+    wait_until(lambda: l1(http, b)["l1_entries"] == 1, 10, "worker B's L1 drops voices:acme")
+    before = l1(http, b)
+    names = {v["id"]: v["name"] for v in http.get(f"{b}/voices/acme").json()["voices"]}
+    assert names[voice_id] == "acme-renamed"
+    after = l1(http, b)
+    assert after["l1_misses"] == before["l1_misses"] + 1  # acme was not in B's L1 any more
+    http.get(f"{b}/voices/polly")  # another tag: still in B's L1
+    assert l1(http, b)["l1_hits"] == after["l1_hits"] + 1
+    names = {v["id"]: v["name"] for v in http.get(f"{a}/voices/acme").json()["voices"]}
+    assert names[voice_id] == "acme-renamed"
     assert env.computations("voices-api", "acme") == loads + 1
