@@ -43,6 +43,7 @@ class _Entry:
     size: int
     tags: tuple[str, ...]
     expires: float
+    fill_id: int = 0
 
 
 @dataclass
@@ -123,9 +124,13 @@ class L1Cache:
             if size > self.max_bytes:
                 return False
             life = self.max_ttl if ttl is None or ttl <= 0 else min(self.max_ttl, ttl)
-            if f.key in self._data:
+            old = self._data.get(f.key)
+            if old is not None:
+                if old.fill_id > fill_id:  # a fill that started later already stored
+                    self.fills_discarded += 1
+                    return False
                 self._drop(f.key)
-            e = _Entry(value, size, tuple(tags), time.monotonic() + life)
+            e = _Entry(value, size, tuple(tags), time.monotonic() + life, fill_id)
             self._data[f.key] = e
             self._bytes += size
             for t in e.tags:
