@@ -8,9 +8,9 @@ import threading
 
 import pytest
 import redis
-
 from _workers import writer_process
 from conftest import wait_for
+
 from redis_tcache import TCache, TCacheModule
 from redis_tcache.l1 import L1Cache
 

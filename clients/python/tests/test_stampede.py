@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing as mp
 
 import redis
-
 from _workers import stampede_worker
 
 

@@ -350,7 +350,48 @@ class TCacheModule(TCacheCommands):
 
     def _execute(self, *args: Any, **kw: Any) -> Any:
         kw.pop("keys", None)
+        name = str(args[0]).upper()
+        if name.count(".") > 1 and _is_cluster(self.client):
+            return self._execute_on_nodes(name, args, kw)
         return self.client.execute_command(*args, **kw)
+
+    def _execute_on_nodes(self, name: str, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        """redis-py's cluster clients (8.x) refuse command names with two dots
+        (``TCACHE.GATE.SET``: "Wrong command or module name"); such commands go straight to
+        the node(s) named by ``target_nodes`` (default: a random primary)."""
+        c = self.client
+        target = kw.pop("target_nodes", None)
+        if target is None or target in ("random", "default-node"):
+            nodes = [c.get_random_node() if target == "random" else c.get_default_node()]
+        elif target == "primaries":
+            nodes = list(c.get_primaries())
+        elif target in ("all", "replicas"):
+            nodes = list(c.get_nodes()) if target == "all" else list(c.get_replicas())
+        elif isinstance(target, (list, tuple)):
+            nodes = list(target)
+        else:
+            nodes = [target]
+        cb = CALLBACKS.get(name)
+        is_async = not hasattr(c, "get_redis_connection")
+
+        def finish(node: Any, res: Any) -> Any:
+            node_cbs = getattr(node, "response_callbacks", None) or {}
+            if cb is not None and name not in node_cbs:
+                return cb(res)
+            return res
+
+        if is_async:
+
+            async def run() -> Any:
+                out = [finish(n, await n.execute_command(*args, **kw)) for n in nodes]
+                return out[0] if len(out) == 1 else {n.name: r for n, r in zip(nodes, out)}
+
+            return run()
+        results = []
+        for n in nodes:
+            conn = c.get_redis_connection(n)
+            results.append(finish(conn, conn.execute_command(*args, **kw)))
+        return results[0] if len(results) == 1 else {n.name: r for n, r in zip(nodes, results)}
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> TCachePipeline:
         """A pipeline with the tcache commands (``transaction`` is ignored on a cluster)."""
