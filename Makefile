@@ -81,6 +81,7 @@ test: build ## Unit tests, then integration tests against redis and against valk
 	TCACHE_SERVER="$(REDIS_SERVER)" cargo test --release --test '*' -- --test-threads=$(TEST_THREADS)
 	@echo "==> integration tests with TCACHE_SERVER=$(VALKEY_SERVER) ($$($(VALKEY_SERVER) --version | cut -d' ' -f1-3))"
 	TCACHE_SERVER="$(VALKEY_SERVER)" cargo test --release --test '*' -- --test-threads=$(TEST_THREADS)
+	$(MAKE) test-python
 
 lint: deps ## cargo fmt --check and clippy with -D warnings
 	cargo fmt --check
@@ -114,6 +115,12 @@ test-app: build venv ## Reference app (examples/app): ruff, then pytest incl. th
 
 demo: build venv ## Reference app: tcache + a throwaway PostgreSQL (seeded) + the app on a loopback port; prints the URL, Ctrl-C stops
 	cd examples/app && $(PY) -m refapp.demo --server "$(SERVER)"
+
+.PHONY: test-python
+
+test-python: build venv ## Python client (clients/python): ruff, then pytest against Redis 7.0 and Valkey 9, single nodes and 3-primary clusters
+	cd clients/python && $(PY) -m ruff check .
+	cd clients/python && TCACHE_REDIS_SERVER="$(REDIS_SERVER)" TCACHE_VALKEY_SERVER="$(VALKEY_SERVER)" $(PY) -m pytest -q
 
 clean: ## cargo clean and remove .run/
 	cargo clean
