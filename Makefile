@@ -81,6 +81,7 @@ test: build ## Unit tests, then integration tests against redis and against valk
 	TCACHE_SERVER="$(REDIS_SERVER)" cargo test --release --test '*' -- --test-threads=$(TEST_THREADS)
 	@echo "==> integration tests with TCACHE_SERVER=$(VALKEY_SERVER) ($$($(VALKEY_SERVER) --version | cut -d' ' -f1-3))"
 	TCACHE_SERVER="$(VALKEY_SERVER)" cargo test --release --test '*' -- --test-threads=$(TEST_THREADS)
+	$(MAKE) test-app
 	$(MAKE) test-python
 
 lint: deps ## cargo fmt --check and clippy with -D warnings

@@ -59,8 +59,8 @@ function drawChart(races) {
     ctx.lineWidth = 2;
     ctx.beginPath();
     let started = false;
-    races.forEach((r, i) => {
-      if (!r[src + "_found"]) { started = false; return; }
+    races.forEach((r, i) => {  // a read that found nothing is no point; the line goes on
+      if (!r[src + "_found"]) return;
       const px = x(i), py = y(r[src + "_s"] * 1000);
       if (started) ctx.lineTo(px, py); else { ctx.moveTo(px, py); started = true; }
     });
