@@ -86,7 +86,8 @@ def stampede_proc(port: int, threads: int, ready: Any, go: Any, out: Any) -> Non
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", default=shutil.which("redis-server") or "/usr/bin/redis-server")
-    ap.add_argument("--module", default=os.environ.get("TCACHE_MODULE", str(ROOT / "target/release/libtcache.so")))
+    default_module = os.environ.get("TCACHE_MODULE", str(ROOT / "target/release/libtcache.so"))
+    ap.add_argument("--module", default=default_module)
     ap.add_argument("--seconds", type=float, default=3.0)
     a = ap.parse_args()
     port, d = free_port(), tempfile.mkdtemp(prefix="tcache-pybench-")
@@ -145,9 +146,11 @@ def main() -> int:
             p.join(30)
         computations = int(r.get("bench:computations") or 0)
 
-        print(f"server: redis {version} with tcache; client: redis-py {redis.__version__}, Python {sys.version.split()[0]}")
+        py = sys.version.split()[0]
+        print(f"server: redis {version} with tcache; client: redis-py {redis.__version__}, Python {py}")
         print(f"value: {len(raw)} bytes of JSON; sequential single-threaded calls for ~{a.seconds:.0f} s each")
-        print(f"plain redis-py GET            {base:12,.0f} ops/s  (runs: {res['plain_get']:,.0f} / {res['plain_get_again']:,.0f})")
+        runs = f"{res['plain_get']:,.0f} / {res['plain_get_again']:,.0f}"
+        print(f"plain redis-py GET            {base:12,.0f} ops/s  (mean of two runs: {runs})")
         hit, miss = res["l1_hit"], res["l1_miss"]
         print(f"TCache.get, L1 hit            {hit:12,.0f} ops/s  = {hit / base:6.2f}x plain GET  (l1_hits {hits0})")
         print(
