@@ -106,7 +106,8 @@ def main() -> int:
                 if time.monotonic() > end or proc.poll() is not None:
                     raise
                 time.sleep(0.05)
-        version = subprocess.run([a.server, "--version"], capture_output=True, text=True).stdout.split()[2].removeprefix("v=")
+        out_v = subprocess.run([a.server, "--version"], capture_output=True, text=True).stdout
+        version = out_v.split()[2].removeprefix("v=")
         r = redis.Redis(port=port)
         tc_l1 = TCache(redis.Redis(port=port, protocol=3), namespace="b1:", l1=True)
         tc_miss = TCache(redis.Redis(port=port, protocol=3), namespace="b2:", l1=True, l1_max_entries=1)
