@@ -6,6 +6,8 @@ import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable, Optional, TypeVar, Union
 
+from redis.exceptions import ResponseError
+
 from ._base import (
     COORDINATED_FIELD,
     UNREACHABLE,
@@ -19,13 +21,24 @@ from ._base import (
     split_cursor,
     wraps,
 )
-from .commands import FetchReply, TCacheModule
+from .commands import CALLBACKS, FetchReply, TCacheModule
 from .l1 import _MISSING
 
 __all__ = ["TCache"]
 
 T = TypeVar("T")
 _NOTHING = object()
+
+
+def _pool_takes_no_args() -> bool:
+    from redis.connection import ConnectionPool
+
+    params = inspect.signature(ConnectionPool.get_connection).parameters
+    first = [p for n, p in params.items() if n != "self"][:1]
+    return not first or first[0].default is not inspect.Parameter.empty or first[0].kind == first[0].VAR_POSITIONAL
+
+
+_POOL_NO_ARGS = _pool_takes_no_args()
 
 
 class TCache(CacheBase):
@@ -108,17 +121,50 @@ class TCache(CacheBase):
             by_slot.setdefault(self.client.keyslot(k), []).append(k)
         return list(by_slot.values())
 
+    def _fill_round_trip(self, first: tuple[Any, ...], fk: str) -> tuple[Any, Any, Any]:
+        """``first``, ``TCACHE.TAGS fk`` and ``PTTL fk`` in one round trip, raw replies.
+
+        On a plain ``redis.Redis`` this writes the three commands on one pooled connection
+        (redis-py's Pipeline object costs more than the round trip itself); elsewhere it is
+        a non-transactional pipeline."""
+        if self.cluster:
+            p = self.client.pipeline(transaction=False)
+            p.execute_command(*first)
+            p.execute_command("TCACHE.TAGS", fk)
+            p.execute_command("PTTL", fk)
+            a, b, c = p.execute()
+            return a, b, c
+        pool = self.client.connection_pool
+        conn = pool.get_connection() if _POOL_NO_ARGS else pool.get_connection("TCACHE.GET")
+        try:
+            conn.send_packed_command(conn.pack_commands([first, ("TCACHE.TAGS", fk), ("PTTL", fk)]))
+            out = []
+            err: Optional[BaseException] = None
+            for _ in range(3):
+                try:
+                    out.append(conn.read_response())
+                except ResponseError as e:  # keep the connection in step, raise afterwards
+                    err = err or e
+                    out.append(None)
+            if err is not None:
+                raise err
+        except BaseException as e:
+            if not isinstance(e, ResponseError):
+                conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        a, b, c = out
+        return a, b, c
+
     def _l2_read(self, fk: str) -> tuple[Any, bool]:
         """GET through L2, filling the L1 when it is on. Returns (value, found)."""
         l1 = self.l1
         if l1 is not None and l1.active:
             fid = l1.begin_fill(fk)
             try:
-                p = self.cmd.pipeline(transaction=False)
-                p.get(fk)
-                p.tags(fk)
-                p.execute_command("PTTL", fk)
-                raw, tags, pttl = p.execute()
+                raw, tags, pttl = self._fill_round_trip(("TCACHE.GET", fk), fk)
+                tags = CALLBACKS["TCACHE.TAGS"](tags)
             except BaseException:
                 l1.cancel_fill(fid)
                 raise
@@ -381,11 +427,9 @@ class TCache(CacheBase):
                 if l1 is not None and l1.active:
                     fid = l1.begin_fill(fk)
                     try:
-                        p = self.cmd.pipeline(transaction=False)
-                        p.fetch(fk, lease, wait)
-                        p.tags(fk)
-                        p.execute_command("PTTL", fk)
-                        rep, etags, pttl = p.execute()
+                        rep, etags, pttl = self._fill_round_trip(("TCACHE.FETCH", fk, lease, "WAIT", wait), fk)
+                        rep = CALLBACKS["TCACHE.FETCH"](rep)
+                        etags = CALLBACKS["TCACHE.TAGS"](etags)
                     except BaseException:
                         l1.cancel_fill(fid)
                         raise
