@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any
 
+import aiohttp
 import httpx
 
 from refapp import harness
@@ -39,8 +40,8 @@ async def run_mode(url: str, mode: str, stores: list[int], concurrency: int, sec
     errors = 0
     sent = 0
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(url, connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as session:
 
         async def worker() -> None:
             nonlocal errors, sent
@@ -48,9 +49,11 @@ async def run_mode(url: str, mode: str, stores: list[int], concurrency: int, sec
                 sent += 1
                 sid = rnd.choice(stores)
                 t0 = time.perf_counter()
-                r = await client.get(f"/reports/{sid}", params={"source": mode})
+                async with session.get(f"/reports/{sid}", params={"source": mode}) as r:
+                    await r.read()
+                    ok = r.status == 200
                 dt = time.perf_counter() - t0
-                if r.status_code == 200:
+                if ok:
                     latencies.append(dt)
                 else:
                     errors += 1

@@ -171,7 +171,7 @@ async def race(request: Request, store_id: int) -> dict[str, Any]:
         store_id, db_s, cache_s, db_found, cache_found, winner)
     return {"store_id": store_id, "db": {"seconds": db_s, "found": db_found},
             "cache": {"seconds": cache_s, "found": cache_found}, "winner": winner,
-            "shown": f"cache {cache_s:.3f} s vs DB {db_s:.3f} s"}
+            "shown": f"cache {cache_s:.4f} s vs DB {db_s:.4f} s"}
 
 
 @app.post("/reports/{store_id}/reset")
