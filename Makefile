@@ -107,8 +107,8 @@ bench: build ## Throughput ratios, INVALTAG at 100k and 1M entries (3 layouts), 
 
 .PHONY: test-app demo
 
-test-app: build venv ## Reference app (examples/app): ruff, then pytest incl. the browser test against Redis 7.0, then Valkey 9 (heavy case once)
-	cd examples/app && $(PY) -m ruff check .
+test-app: build venv ## Reference app (examples/app): ruff and mypy, then pytest incl. the browser test against Redis 7.0, then Valkey 9 (heavy case once)
+	cd examples/app && $(PY) -m ruff check . && $(PY) -m mypy refapp tests
 	@echo "==> app tests with TCACHE_SERVER=$(REDIS_SERVER)"
 	cd examples/app && TCACHE_SERVER="$(REDIS_SERVER)" $(PY) -m pytest -q
 	@echo "==> app tests with TCACHE_SERVER=$(VALKEY_SERVER) (heavy case skipped: it ran once above)"

@@ -98,19 +98,20 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _as_pg_user() -> dict[str, object]:
+def _as_pg_user() -> tuple[int | None, int | None, list[int] | None]:
+    """(uid, gid, extra groups) to run PostgreSQL with: ``nobody`` when we are root."""
     if os.geteuid() != 0:
-        return {}
+        return None, None, None
     pw = pwd.getpwnam(PG_USER)
-    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    return pw.pw_uid, pw.pw_gid, []
 
 
 def start_postgres(timeout: float = 60.0) -> Postgres:
     """initdb in a fresh temp dir and start postgres on a free loopback port (trust auth)."""
     base = Path(tempfile.mkdtemp(prefix="tcache-app-pg-"))
-    drop = _as_pg_user()
-    if drop:
-        os.chown(base, int(str(drop["user"])), int(str(drop["group"])))
+    uid, gid, groups = _as_pg_user()
+    if uid is not None and gid is not None:
+        os.chown(base, uid, gid)
     data = base / "data"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(base)}
     log = open(base / "initdb.log", "wb")  # noqa: SIM115 (closed below)
@@ -119,7 +120,7 @@ def start_postgres(timeout: float = 60.0) -> Postgres:
             [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
              "--encoding=UTF8", "--no-sync"],
             check=True, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base, timeout=timeout,
-            **drop,  # type: ignore[arg-type]
+            user=uid, group=gid, extra_groups=groups,
         )
     except subprocess.CalledProcessError as e:
         log.close()
@@ -134,7 +135,7 @@ def start_postgres(timeout: float = 60.0) -> Postgres:
          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
          "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=64MB"],
         stdout=plog, stderr=subprocess.STDOUT, env=env, cwd=base, start_new_session=True,
-        **drop,  # type: ignore[arg-type]
+        user=uid, group=gid, extra_groups=groups,
     )
     pg = Postgres(port=port, dir=base, proc=proc)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 
@@ -31,16 +32,16 @@ def expected(env: Env, user: int, perm: str) -> bool:
     return allows(grants(env)[user], perm)
 
 
-async def check_all(base: list[str], users: range, perms: list[str]) -> dict[int, dict[str, object]]:
+async def check_all(base: list[str], users: range, perms: list[str]) -> dict[int, dict[str, Any]]:
     limits = httpx.Limits(max_connections=32)
     async with httpx.AsyncClient(timeout=60, limits=limits) as c:
         sem = asyncio.Semaphore(32)
 
-        async def one(u: int) -> tuple[int, dict[str, object]]:
+        async def one(u: int) -> tuple[int, dict[str, Any]]:
             async with sem:
                 r = await c.get(f"{base[u % len(base)]}/users/{u}/can", params=[("perm", p) for p in perms])
                 assert r.status_code == 200, r.text
-                body: dict[str, object] = r.json()
+                body: dict[str, Any] = r.json()
                 return u, body
 
         return dict(await asyncio.gather(*(one(u) for u in users)))
