@@ -18,6 +18,7 @@ from redis_tcache.l1 import L1Cache
 def filled(t: TCache, key: str, expected: object) -> None:
     """Read until the L1 holds the key (a fill that races the push of our own write is
     discarded on purpose, so the first read may not fill)."""
+    assert t.l1_sync()  # every push queued so far (our own writes' included) is applied
     wait_for(lambda: t.get(key) == expected and t.namespace + key in t.l1._data, what=f"L1 fill of {key}")
 
 
@@ -207,6 +208,15 @@ def test_bounds_and_lru():
     l1.set_ready(0, 1)
     assert l1.get("anything") is not None  # inactive: a miss marker, never a stale value
     assert l1.end_fill(l1.begin_fill("a"), "a", 1, (), 60) is False
+
+
+def test_l1_sync_applies_pending_pushes(tc, server):
+    tc.set("s", 1, 60)
+    filled(tc, "s", 1)
+    before = tc.l1.invalidations
+    TCacheModule(server.client()).set("app:s", "2", 60)
+    assert tc.l1_sync() is True
+    assert tc.l1.invalidations > before and tc.get("s") == 2  # no wait loop needed
 
 
 def test_closed_l1_is_bypassed(server):

@@ -191,6 +191,14 @@ class CacheBase:
         if not self.tracker.wait_ready(self.l1_ready_timeout):
             log.warning("tcache L1: tracking not ready after %.1fs; L1 bypassed until it is", self.l1_ready_timeout)
 
+    def l1_sync(self, timeout: float = 5.0) -> bool:
+        """Block until the invalidation pushes the server queued before this call have been
+        applied to the L1 (e.g. to read your own writes from other clients through the L1).
+        True without an L1; False when tracking is down or the timeout passed."""
+        if self.l1 is None:
+            return True
+        return self.tracker is not None and self.tracker.sync(timeout)
+
     def local_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "l2_hits": self.l2_hits,

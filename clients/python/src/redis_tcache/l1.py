@@ -315,6 +315,7 @@ class Tracker:
         self._changed = threading.Condition(self._lock)
         self.breaks = 0
         self.pushes = 0
+        self._pings: dict[bytes, threading.Event] = {}
         self._threads = [
             threading.Thread(target=self._run, args=(i,), name=f"tcache-tracking-{n.host}:{n.port}", daemon=True)
             for i, n in enumerate(nodes)
@@ -360,8 +361,31 @@ class Tracker:
             except OSError:
                 pass
 
-    def client_ids(self) -> list[int]:
-        return list(self._ids.values()) if hasattr(self, "_ids") else []
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until every push the server queued for the tracking connections before this
+        call has been applied to the L1 (a ``PING`` round trip on each of them). False when
+        a connection is down or the timeout passed."""
+        import os
+
+        with self._lock:
+            if len(self._up) < len(self.nodes):
+                return False
+            waits = []
+            for i, sock in self._socks.items():
+                token = f"tcache-sync-{os.getpid()}-{i}-{time.monotonic_ns()}".encode()
+                ev = threading.Event()
+                self._pings[token] = ev
+                waits.append((token, ev))
+                try:
+                    sock.sendall(_encode("PING", token))
+                except OSError:
+                    return False
+        deadline = time.monotonic() + timeout
+        ok = True
+        for token, ev in waits:
+            ok = ev.wait(max(0.0, deadline - time.monotonic())) and ok
+            self._pings.pop(token, None)
+        return ok
 
     def _set_up(self, i: int, up: bool) -> None:
         with self._changed:
@@ -440,6 +464,8 @@ class Tracker:
                     r = reader.read()
                     if isinstance(r, tuple):
                         self._handle_push(r[1])
+                    elif isinstance(r, bytes) and r in self._pings:
+                        self._pings[r].set()
             except (OSError, ConnectionError, RuntimeError, ValueError) as e:
                 if not self._stop.is_set():
                     log.warning("tcache L1: tracking to %s:%s lost (%s): L1 flushed", node.host, node.port, e)
