@@ -99,6 +99,7 @@ def test_waiters_wait_inside_the_server(tc):
 
 
 def test_wait_timeout_reissues_fetch(tc):
+    tc.reset_stats()
     m = TCacheModule(redis.Redis(port=tc.client.connection_pool.connection_kwargs["port"]))
     lease = m.fetch("app:wt", 60_000)
     assert lease.kind == "LEASE"

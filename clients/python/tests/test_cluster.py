@@ -152,3 +152,16 @@ def test_raw_commands_on_cluster(rc):
         m.invaltag("t")  # keyless: redis-py needs target_nodes
     per_node = [m.invaltag("t", target_nodes=n) for n in rc.get_primaries()]
     assert sorted(per_node) == [0, 0, 1]
+
+
+def test_cluster_pipeline(rc):
+    m = TCacheModule(rc)
+    with m.pipeline() as p:
+        p.set("{p}1", "a", 60, tags=["pt"])
+        p.set("{q}1", "b", 60, tags=["pt"])
+        p.get("{p}1")
+        p.tags("{q}1")
+        p.fetch("{q}1", 1000)
+        res = p.execute()
+    assert res[0] is True and res[1] is True and res[2] == b"a" and res[3] == ["pt"]
+    assert res[4].kind == "HIT" and res[4].value == b"b"
