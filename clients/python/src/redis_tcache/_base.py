@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, Union
 
+from redis.exceptions import ClusterDownError, ClusterError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -20,7 +21,14 @@ from .serializer import Codec, JsonSerializer, Serializer
 log = logging.getLogger("redis_tcache")
 
 #: Errors that mean "Redis is unreachable" (they trip degraded mode when enabled).
-UNREACHABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    ClusterError,
+    ConnectionError,
+    OSError,
+)
 
 SchemaT = Union[Mapping[str, Any], str, bytes, type]
 
