@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from redis.exceptions import ResponseError
 
@@ -26,7 +27,7 @@ class GateRejected(ResponseError):
     pointer: str
     reason: str
 
-    def __init__(self, message: str = "", **kwargs: object) -> None:
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
         try:
             super().__init__(message, **kwargs)  # redis-py 6+: status_code=...
         except TypeError:  # redis-py 5

@@ -136,8 +136,7 @@ class L1Cache:
             for t in e.tags:
                 self._by_tag.setdefault(t, set()).add(f.key)
             while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
-                old, _ = next(iter(self._data.items()))
-                self._drop(old)
+                self._drop(next(iter(self._data)))
                 self.evictions += 1
             return True
 
