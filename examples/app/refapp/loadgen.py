@@ -77,6 +77,30 @@ async def warm(url: str, stores: list[int]) -> None:
             r.raise_for_status()
 
 
+async def races(url: str, stores: list[int], count: int, concurrency: int) -> dict[str, Any]:
+    """The race endpoint ``count`` times: each call times one PostgreSQL read and one tcache
+    read of the same report, concurrently, inside the app (no HTTP in those times)."""
+    db_s: list[float] = []
+    cache_s: list[float] = []
+    wins = {"cache": 0, "db": 0, "none": 0}
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def one(i: int) -> None:
+            async with sem, session.get(f"/reports/{stores[i % len(stores)]}/race") as r:
+                body = await r.json()
+            db_s.append(body["db"]["seconds"])
+            cache_s.append(body["cache"]["seconds"])
+            wins[body["winner"]] += 1
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+    db_s.sort()
+    cache_s.sort()
+    return {"count": count, "wins": wins,
+            "db_p50_ms": pct(db_s, 50) * 1000, "db_p99_ms": pct(db_s, 99) * 1000,
+            "cache_p50_ms": pct(cache_s, 50) * 1000, "cache_p99_ms": pct(cache_s, 99) * 1000}
+
+
 async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     stores = list(range(1, args.stores + 1))
     await warm(url, stores)
@@ -98,7 +122,8 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
             "p99_ms_median": statistics.median(r["p99_ms"] for r in rs),
             "requests": sum(r["requests"] for r in rs), "errors": sum(r["errors"] for r in rs),
         }
-    return {"rounds": rounds, "summary": summary}
+    race = await races(url, stores, args.races, 8)
+    return {"rounds": rounds, "summary": summary, "race": race}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-requests", type=int, default=200_000)
+    ap.add_argument("--races", type=int, default=1000, help="race calls after the rounds")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     if args.url:
@@ -131,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     for mode, label in (("cache", "tcache"), ("db", "PostgreSQL")):
         print(f"  {label:10s} {s[mode]['rps_median']:8.1f} req/s  p50 {s[mode]['p50_ms_median']:6.2f} ms  "
               f"p99 {s[mode]['p99_ms_median']:6.2f} ms  ({s[mode]['requests']} requests, {s[mode]['errors']} errors)")
+    rc = result["race"]
+    print(f"race endpoint, {rc['count']} calls (read times inside the app, both reads at once): "
+          f"tcache p50 {rc['cache_p50_ms']:.2f} ms p99 {rc['cache_p99_ms']:.2f} ms, "
+          f"PostgreSQL p50 {rc['db_p50_ms']:.2f} ms p99 {rc['db_p99_ms']:.2f} ms, wins {rc['wins']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
