@@ -1,0 +1,198 @@
+//! The command fuzzer (issue 10, "keep attacking in the suite"): about 10^5
+//! seeded random commands per configuration (default, and
+//! `tcache.inval-sync-max 0` so invalidations are logical and the reclaimer
+//! runs), well-formed and malformed tcache commands mixed with native keyspace
+//! commands on the same keys, FETCH waiters that are killed or time out, a
+//! latency probe that fails the run on any PING over 1 s, and TCACHE.VERIFY
+//! after every batch. See tests/common/fuzz.rs.
+//!
+//! `TCACHE_FUZZ_SEED=<n>` replays a run (the seed is printed on stderr; run
+//! with `--nocapture` to see it on success), `TCACHE_FUZZ_COMMANDS=<n>`
+//! changes the count (`make soak` runs 10^6).
+
+mod common;
+
+use common::fuzz::{commands_from_env, run, seed_from_env, RawConn, RunOpts};
+use common::*;
+
+const COMMANDS: u64 = 100_000;
+const BATCH: usize = 500;
+
+/// Runs the fuzzer on a fresh server. `all_bugs`: also generate the inputs of
+/// the known, still open module bugs (see the ignored tests below), which the
+/// suite's runs leave out until they are fixed.
+fn fuzz_one(label: &str, module_args: &[&str], all_bugs: bool) {
+    let s = Server::builder()
+        .module_args(module_args)
+        .arg("hz", "50")
+        .arg("tcache.invalidation-channel", "fuzz:inval")
+        .start();
+    let kind = s.kind();
+    let label = format!("{kind} {}, {label}", s.version());
+    let opts = RunOpts {
+        seed: seed_from_env(),
+        commands: commands_from_env(COMMANDS),
+        batch: BATCH,
+        label,
+        waiters: true,
+        reload_every: 40,
+        nul_error_chars: all_bugs,
+        cross_db_in_multi: all_bugs || kind == "redis",
+        wake_timeout_race: all_bugs || kind != "redis",
+    };
+    let report = run(s.port, &opts);
+    assert!(report.commands >= opts.commands, "{report:?}");
+    let mut c = s.conn();
+    assert_eq!(c.q(&["PING"]).as_str(), "PONG");
+}
+
+#[test]
+fn fuzz_default_config() {
+    fuzz_one("default config", &[], false);
+}
+
+#[test]
+fn fuzz_logical_invalidations_and_reclaimer() {
+    fuzz_one("inval-sync-max 0", &["inval-sync-max", "0"], false);
+}
+
+const NUL_CHAR_BUG: &str =
+    "module bug: an error text holding a char U+xx00 (U+0100, U+1F600) aborts \
+     the server: redis-module 2.0.8 str_as_legal_resp_string truncates chars to bytes and unwraps \
+     CString::new outside the module's guard";
+
+/// The fuzzer with the inputs of the open bugs below too.
+#[test]
+#[ignore = "module bugs: wide chars in error texts abort the server; MOVE/COPY DB in MULTI on Valkey; lost waiter replies on Redis 7.0"]
+fn fuzz_with_the_inputs_of_open_bugs() {
+    let _ = NUL_CHAR_BUG;
+    fuzz_one(
+        "inval-sync-max 0, all inputs",
+        &["inval-sync-max", "0"],
+        true,
+    );
+}
+
+/// Found by the fuzzer on Valkey 9.1.2 (Redis 7.0 is fine): MOVE, or COPY
+/// to another database, inside MULTI leaves the entry indexed in the source
+/// database: VERIFY fails, TAGSCAN/INVALTAG in the target miss it.
+#[test]
+#[ignore = "module bug on Valkey 9: MOVE / COPY ... DB inside MULTI index the entry in the source db"]
+fn move_and_copy_to_another_db_inside_multi_keep_the_index_exact() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for moving in [&["MOVE", "k", "1"][..], &["COPY", "k", "k2", "DB", "1"][..]] {
+        assert!(c.q(&["FLUSHALL"]).is_ok());
+        assert!(c.q(&["SELECT", "3"]).is_ok());
+        common::tc::set(&mut c, "k", "v", 100, &["t"]);
+        assert!(c.q(&["MULTI"]).is_ok());
+        assert_eq!(c.q(moving), Value::Simple("QUEUED".into()));
+        assert_eq!(
+            c.q(&["EXEC"]),
+            Value::Array(vec![Value::Int(1)]),
+            "{moving:?}"
+        );
+        let v = c.q(&["TCACHE.VERIFY"]);
+        assert!(v.is_ok(), "{moving:?} in MULTI, then VERIFY -> {v:?}");
+        assert!(c.q(&["SELECT", "1"]).is_ok());
+        let moved = moving[moving.len() - 3];
+        let moved = if moving[0] == "MOVE" { "k" } else { moved };
+        assert_eq!(
+            common::tc::tagscan_all(&mut c, b"t"),
+            vec![moved.as_bytes().to_vec()],
+            "{moving:?}: TAGSCAN t in db 1"
+        );
+        assert_eq!(c.q(&["TCACHE.INVALTAG", "t"]).as_int(), 1);
+        assert!(c.q(&["SELECT", "0"]).is_ok());
+    }
+}
+
+/// Found by the fuzzer: an error reply whose text holds a character whose
+/// code point is a multiple of 256 kills the server (SIGABRT, "failed to
+/// initiate panic"). Reproducer: `TCACHE.GATE.CHECK Ā x`, or a gate
+/// `{"type":"integer"}` and `TCACHE.GATE.CHECK g '"😀"'`, or any TCACHE.SET of
+/// such a string under a PREFIX gate that refuses it. Expected: the error
+/// reply (its text carrying the caller's bytes as UTF-8) and a live server.
+#[test]
+#[ignore = "module bug: an error text holding a char U+xx00 (U+0100, U+1F600) aborts the server"]
+fn error_text_with_a_wide_character_is_an_error_not_a_crash() {
+    let mut s = Server::start();
+    let mut c = RawConn::connect(s.port).expect("connect");
+    let mut q = |args: &[&[u8]]| {
+        let words: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+        c.send(&words).expect("send");
+        c.read()
+            .unwrap_or_else(|e| panic!("{args:?}: no reply, server crashed? {e}"))
+    };
+    let r = q(&[b"TCACHE.GATE.CHECK", "Ā".as_bytes(), b"x"]);
+    assert!(
+        r.is_error_starting("ERR no such gate"),
+        "GATE.CHECK Ā -> {r:?}"
+    );
+    assert!(
+        r.as_error().contains('Ā'),
+        "the name is shown as sent: {r:?}"
+    );
+    assert!(q(&[
+        b"TCACHE.GATE.SET",
+        b"g",
+        br#"{"type":"integer"}"#,
+        b"PREFIX",
+        b"int:"
+    ])
+    .is_ok());
+    let r = q(&[b"TCACHE.GATE.CHECK", b"g", "\"😀\"".as_bytes()]);
+    assert!(r.is_error_starting("GATE g"), "GATE.CHECK g 😀 -> {r:?}");
+    let r = q(&[b"TCACHE.SET", b"int:1", "\"Ā\"".as_bytes(), b"100"]);
+    assert!(r.is_error_starting("GATE g"), "TCACHE.SET int:1 Ā -> {r:?}");
+    assert_eq!(q(&[b"PING"]), Value::Simple("PONG".into()));
+    assert!(s.is_running());
+}
+
+/// Found by the fuzzer on Redis 7.0.15 (Valkey 9 is fine): a FETCH ... WAIT
+/// waiter whose timeout passes in the event-loop iteration that also wakes
+/// it (its value stored, or its lease lapsed) never gets a reply: Redis skips
+/// the timeout callback of a client already unblocked by the module, then
+/// unblocks it as timed out, so the module's reply callback never runs. The
+/// client is left unblocked and silent forever. Here the waiter waits 100 ms,
+/// a `DEBUG SLEEP 0.3` holds the loop past that, and a TCACHE.SET in the same
+/// pipeline wakes it: it must answer (HIT or WAIT).
+#[test]
+#[ignore = "module bug on Redis 7.0: a waiter woken as its WAIT timeout passes never gets a reply"]
+fn a_waiter_woken_as_its_timeout_passes_still_gets_a_reply() {
+    let s = Server::start();
+    let mut holder = s.conn();
+    let r = holder.q(&["TCACHE.FETCH", "k", "5000"]);
+    assert_eq!(r.as_array()[0], Value::Simple("LEASE".into()), "{r:?}");
+    let mut waiter = s.conn();
+    let id = waiter.q(&["CLIENT", "ID"]).as_int().to_string();
+    waiter.send_q(&["TCACHE.FETCH", "k", "5000", "WAIT", "100"]);
+    let mut admin = s.conn();
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the waiter to block",
+        || {
+            let l = admin.q(&["CLIENT", "LIST", "ID", &id]);
+            String::from_utf8_lossy(l.as_bytes()).contains("flags=b")
+        },
+    );
+    let mut other = s.conn();
+    other.send_q(&["DEBUG", "SLEEP", "0.3"]);
+    other.send_q(&["TCACHE.SET", "k", "v", "100"]);
+    assert!(other.read().is_ok());
+    assert!(other.read().is_ok());
+    // Answered at once in practice; 10 s is the bound for "never".
+    let reply = waiter.read_with_timeout(std::time::Duration::from_secs(10));
+    let l = admin.q(&["CLIENT", "LIST", "ID", &id]);
+    let reply = reply.unwrap_or_else(|| {
+        panic!(
+            "the waiter got no reply; CLIENT LIST: {}",
+            String::from_utf8_lossy(l.as_bytes())
+        )
+    });
+    let first = &reply.as_array()[0];
+    assert!(
+        *first == Value::Simple("HIT".into()) || *first == Value::Simple("WAIT".into()),
+        "{reply:?}"
+    );
+}
