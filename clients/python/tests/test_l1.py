@@ -22,9 +22,10 @@ def filled(t: TCache, key: str, expected: object) -> None:
     wait_for(lambda: t.get(key) == expected and t.namespace + key in t.l1._data, what=f"L1 fill of {key}")
 
 
-@pytest.fixture
-def tc(server, r):
-    t = TCache(server.client(protocol=3), namespace="app:", l1=True)
+@pytest.fixture(params=[2, 3])
+def tc(request, server, r):
+    # the data connections may speak RESP2: tracking has its own RESP3 connection
+    t = TCache(server.client(protocol=request.param), namespace="app:", l1=True)
     assert t.l1 is not None and t.l1.active
     yield t
     t.close()
