@@ -52,7 +52,7 @@ def test_other_clients_changes_drop_l1_entries(tc, server):
     tc.set("a", 1, 60, tags=["ta"])
     tc.set("b", 2, 60, tags=["tb"])
     tc.set("c", 3, 60, tags=["tc"])
-    for x, v in zip("abc", [1, 2, 3]):
+    for x, v in zip("abc", [1, 2, 3], strict=True):
         filled(tc, x, v)
     other.invaltag("app:ta")  # invalidation by another client
     other.set("app:b", "20", 60)  # overwrite by another client

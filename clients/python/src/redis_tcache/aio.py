@@ -226,7 +226,7 @@ class AsyncTCache(CacheBase):
 
         async def redis_fn() -> list[Any]:
             for group in self._groups(list(dict.fromkeys(todo))):
-                for fk, raw in zip(group, await self.cmd.mget(group)):
+                for fk, raw in zip(group, await self.cmd.mget(group), strict=True):
                     if raw is None:
                         self.l2_misses += 1
                         out[fk] = None

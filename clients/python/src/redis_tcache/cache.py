@@ -253,7 +253,7 @@ class TCache(CacheBase):
 
         def redis_fn() -> list[Any]:
             for group in self._groups(list(dict.fromkeys(todo))):
-                for fk, raw in zip(group, self.cmd.mget(group)):
+                for fk, raw in zip(group, self.cmd.mget(group), strict=True):
                     if raw is None:
                         self.l2_misses += 1
                         out[fk] = None

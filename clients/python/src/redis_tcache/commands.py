@@ -384,14 +384,14 @@ class TCacheModule(TCacheCommands):
 
             async def run() -> Any:
                 out = [finish(n, await n.execute_command(*args, **kw)) for n in nodes]
-                return out[0] if len(out) == 1 else {n.name: r for n, r in zip(nodes, out)}
+                return out[0] if len(out) == 1 else {n.name: r for n, r in zip(nodes, out, strict=True)}
 
             return run()
         results = []
         for n in nodes:
             conn = c.get_redis_connection(n)
             results.append(finish(conn, conn.execute_command(*args, **kw)))
-        return results[0] if len(results) == 1 else {n.name: r for n, r in zip(nodes, results)}
+        return results[0] if len(results) == 1 else {n.name: r for n, r in zip(nodes, results, strict=True)}
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> TCachePipeline:
         """A pipeline with the tcache commands (``transaction`` is ignored on a cluster)."""
