@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     print("demo: starting PostgreSQL (initdb in a temp dir) and tcache ...", flush=True)
     stack = harness.start_stack(args.server)
     try:
-        print(f"demo: PostgreSQL {stack.pg.dsn}  (seeded)", flush=True)
-        print(f"demo: tcache     {stack.srv.url}  ({os.path.basename(stack.srv.binary)} + libtcache.so)", flush=True)
+        print(f"demo: PostgreSQL {stack.pg.dsn}  (seeded; in {stack.pg.dir})", flush=True)
+        print(f"demo: tcache     {stack.srv.url}  ({os.path.basename(stack.srv.binary)} + libtcache.so;"
+              f" in {stack.srv.dir})", flush=True)
         env = harness.app_env(stack.pg, stack.srv, TCACHE_APP_GEN_DELAY=str(args.gen_delay))
         app = harness.start_app(env, workers=args.workers, quiet=False)
         stack.apps.append(app)

@@ -12,7 +12,6 @@ Four services that used to glue caching together by hand:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -394,7 +393,3 @@ async def dashboard_data(request: Request) -> dict[str, Any]:
     return {"server": svc.server, "stats": stats, "gates": gates, "info": info,
             "races": [dict(r) for r in races], "events": [dict(e) for e in events],
             "computations": {r["kind"]: r["n"] for r in comps}}
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
