@@ -420,29 +420,6 @@ fn patterns_cover(keys: &[u8], prefix: &[u8], access: KeyAccess) -> bool {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_patterns_cover_a_prefix_only_when_they_surely_do() {
-        let w = KeyAccess::Write;
-        let r = KeyAccess::Read;
-        assert!(patterns_cover(b"~*", b"", w));
-        assert!(patterns_cover(b"~*", b"x", r));
-        assert!(patterns_cover(b"%R~*", b"", r));
-        assert!(!patterns_cover(b"%R~*", b"", w));
-        assert!(patterns_cover(b"%W~* %R~a*", b"", w));
-        assert!(patterns_cover(b"~tenantA:*", b"tenantA:", w));
-        assert!(patterns_cover(b"~tenantA:*", b"tenantA:x", w));
-        assert!(!patterns_cover(b"~tenantA:*", b"tenant", w));
-        assert!(!patterns_cover(b"~tenantA:*", b"", w));
-        assert!(!patterns_cover(b"~t?nant*", b"tenant", w));
-        assert!(!patterns_cover(b"~tenantA:1", b"tenantA:1", w));
-        assert!(!patterns_cover(b"", b"", r));
-    }
-}
-
 /// Whether the current user may delete every key (see [`may_on_prefix`]).
 pub fn may_delete_any_key(ctx: &Context) -> bool {
     may_on_prefix(ctx, b"", KeyAccess::Write)
@@ -724,4 +701,27 @@ pub fn event_name<'a>(p: *const c_char) -> &'a [u8] {
     }
     // SAFETY: Redis passes a NUL-terminated event name valid for the callback.
     unsafe { CStr::from_ptr(p) }.to_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_patterns_cover_a_prefix_only_when_they_surely_do() {
+        let w = KeyAccess::Write;
+        let r = KeyAccess::Read;
+        assert!(patterns_cover(b"~*", b"", w));
+        assert!(patterns_cover(b"~*", b"x", r));
+        assert!(patterns_cover(b"%R~*", b"", r));
+        assert!(!patterns_cover(b"%R~*", b"", w));
+        assert!(patterns_cover(b"%W~* %R~a*", b"", w));
+        assert!(patterns_cover(b"~tenantA:*", b"tenantA:", w));
+        assert!(patterns_cover(b"~tenantA:*", b"tenantA:x", w));
+        assert!(!patterns_cover(b"~tenantA:*", b"tenant", w));
+        assert!(!patterns_cover(b"~tenantA:*", b"", w));
+        assert!(!patterns_cover(b"~t?nant*", b"tenant", w));
+        assert!(!patterns_cover(b"~tenantA:1", b"tenantA:1", w));
+        assert!(!patterns_cover(b"", b"", r));
+    }
 }
