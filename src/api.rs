@@ -3,12 +3,30 @@
 //! replication and AOF emission with byte buffers, key names in type callbacks.
 
 use std::ffi::{c_char, c_int, c_longlong, CStr};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use redis_module::{raw, Context, RedisString, RedisValue};
+use redis_module::{raw, Context, ContextFlags, RedisString, RedisValue};
 
 use crate::core::entry::Entry;
 use crate::core::index::NO_EXPIRE;
 use crate::store::ENTRY_TYPE;
+
+/// Set at load on Valkey, whose module API differs from Redis's in a few
+/// signatures exported under the same names.
+static SERVER_IS_VALKEY: AtomicBool = AtomicBool::new(false);
+
+/// Notes which server loaded the module (from `INFO server`).
+pub fn detect_server(ctx: &Context) {
+    let valkey = match ctx.call("INFO", &["server"]) {
+        Ok(RedisValue::SimpleString(s)) | Ok(RedisValue::BulkString(s)) => {
+            s.contains("valkey_version:")
+        }
+        Ok(RedisValue::BulkRedisString(s)) => s.to_string_lossy().contains("valkey_version:"),
+        Ok(RedisValue::StringBuffer(b)) => String::from_utf8_lossy(&b).contains("valkey_version:"),
+        _ => false,
+    };
+    SERVER_IS_VALKEY.store(valkey, Ordering::Relaxed);
+}
 
 /// A binary-safe Redis string (the crate's `create_string` stops at NUL bytes).
 pub fn string(ctx: &Context, b: &[u8]) -> RedisString {
@@ -201,8 +219,20 @@ impl Drop for EntryKey {
 /// be checked without a lookup each. `None` for internal clients (AOF, master).
 pub struct Caller(*mut raw::RedisModuleUser);
 
+/// Whether the command comes from the primary or an AOF being loaded: such a
+/// client has no user (Redis 7.0's RM_GetCurrentUserName dereferences it and
+/// crashes), and what it replays was checked where it first ran.
+fn internal_client(ctx: &Context) -> bool {
+    ctx.get_flags()
+        .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING)
+}
+
 impl Caller {
+    /// The calling user; `None` for internal clients (primary, AOF).
     pub fn current(ctx: &Context) -> Option<Caller> {
+        if internal_client(ctx) {
+            return None;
+        }
         // SAFETY: GetCurrentUserName returns a new string (or NULL) that we free
         // below; GetModuleUserFromUserName returns a user we free in Drop.
         unsafe {
@@ -228,6 +258,56 @@ impl Caller {
         self.may(key, raw::REDISMODULE_CMD_KEY_UPDATE)
     }
 
+    /// Whether this user may read `key`.
+    pub fn may_read(&self, key: &RedisString) -> bool {
+        self.may(key, raw::REDISMODULE_CMD_KEY_ACCESS)
+    }
+
+    /// Whether this user may `flag` every key starting with `prefix`, where the
+    /// server can tell (RedisModule_ACLCheckKeyPrefixPermissions: Valkey, Redis
+    /// 7.4+); `None` where it cannot (Redis 7.0).
+    fn may_prefix(&self, ctx: &Context, prefix: &[u8], flag: u32) -> Option<bool> {
+        // SAFETY: the API pointer is written once at load.
+        let check = unsafe { raw::RedisModule_ACLCheckKeyPrefixPermissions }?;
+        let ok = raw::REDISMODULE_OK as c_int;
+        if SERVER_IS_VALKEY.load(Ordering::Relaxed) {
+            // Valkey exports the function under the same name with its own
+            // signature: (user, const char *prefix, size_t len, unsigned flags).
+            type ValkeyCheck = unsafe extern "C" fn(
+                *mut raw::RedisModuleUser,
+                *const c_char,
+                usize,
+                std::ffi::c_uint,
+            ) -> c_int;
+            // SAFETY: on Valkey the pointer is that function (valkeymodule.h);
+            // both are plain C function pointers of the same size.
+            let check: ValkeyCheck = unsafe { std::mem::transmute(check) };
+            // SAFETY: `self.0` is a valid user until Drop; `prefix` is live.
+            return Some(
+                unsafe { check(self.0, prefix.as_ptr().cast(), prefix.len(), flag) } == ok,
+            );
+        }
+        let p = string(ctx, prefix);
+        // SAFETY: `self.0` is a valid user until Drop; `p` is a live string.
+        Some(unsafe { check(self.0, p.inner, flag as c_int) } == ok)
+    }
+
+    /// Whether this user may run the command `argv` (name and arguments).
+    pub fn may_run(&self, ctx: &Context, argv: &[&[u8]]) -> bool {
+        // SAFETY: the API pointer is written once at load.
+        let Some(check) = (unsafe { raw::RedisModule_ACLCheckCommandPermissions }) else {
+            return false;
+        };
+        let strings: Vec<RedisString> = argv.iter().map(|a| string(ctx, a)).collect();
+        let mut ptrs: Vec<*mut raw::RedisModuleString> = strings.iter().map(|s| s.inner).collect();
+        let Ok(argc) = c_int::try_from(ptrs.len()) else {
+            return false;
+        };
+        // SAFETY: `self.0` is a valid user; `ptrs` holds `argc` live strings
+        // (kept alive by `strings`) for the duration of the call.
+        unsafe { check(self.0, ptrs.as_mut_ptr(), argc) == raw::REDISMODULE_OK as c_int }
+    }
+
     fn may(&self, key: &RedisString, flag: u32) -> bool {
         // SAFETY: `self.0` is a valid user until Drop; `key.inner` is a live string.
         unsafe {
@@ -238,10 +318,39 @@ impl Caller {
     }
 }
 
-/// Whether the current user may delete every key (key pattern `~*`), so that
-/// an invalidation need not check its keys one by one. Internal clients (AOF,
-/// master) may.
-pub fn may_delete_any_key(ctx: &Context) -> bool {
+/// What a caller wants to do with keys, for the whole-keyspace checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum KeyAccess {
+    Read,
+    Write,
+}
+
+impl KeyAccess {
+    fn flag(self) -> u32 {
+        match self {
+            KeyAccess::Read => raw::REDISMODULE_CMD_KEY_ACCESS,
+            KeyAccess::Write => {
+                raw::REDISMODULE_CMD_KEY_UPDATE
+                    | raw::REDISMODULE_CMD_KEY_INSERT
+                    | raw::REDISMODULE_CMD_KEY_DELETE
+            }
+        }
+    }
+}
+
+/// Whether the current user may `access` every key starting with `prefix`
+/// (`b""`: every key), so that a command reaching keys through an index need
+/// not check them one by one. Internal clients (AOF, master) may.
+///
+/// Where the server has a prefix check it answers; on Redis 7.0 the caller
+/// must have a key pattern `<literal>*` granting that access whose literal
+/// starts `prefix` (`~*`, `%R~*`, `~tenantA:*` for `tenantA:x`...), read from
+/// `ACL GETUSER`: stricter than the exact rule (a pattern such as `~t?nant*`
+/// is not understood and grants nothing here), never looser.
+pub fn may_on_prefix(ctx: &Context, prefix: &[u8], access: KeyAccess) -> bool {
+    if internal_client(ctx) {
+        return true;
+    }
     // SAFETY: GetCurrentUserName returns a new string (or NULL), freed below.
     let name = unsafe {
         let Some(get) = raw::RedisModule_GetCurrentUserName else {
@@ -257,11 +366,16 @@ pub fn may_delete_any_key(ctx: &Context) -> bool {
         }
         n
     };
+    if let Some(caller) = Caller::current(ctx) {
+        if let Some(answer) = caller.may_prefix(ctx, prefix, access.flag()) {
+            return answer;
+        }
+    }
     let Ok(name) = name else {
         return false;
     };
-    // ACL GETUSER answers name/value pairs; `keys` is "~*" for a user with
-    // read and write access to every key.
+    // ACL GETUSER answers name/value pairs; `keys` lists the root selector's
+    // patterns, each with optional `%R`/`%W`/`%RW` permissions (none: both).
     let Ok(RedisValue::Array(fields)) = ctx.call("ACL", &["GETUSER", name.as_str()]) else {
         return false;
     };
@@ -276,7 +390,39 @@ pub fn may_delete_any_key(ctx: &Context) -> bool {
         .chunks(2)
         .find(|pair| text(&pair[0]).as_deref() == Some(b"keys"))
         .and_then(|pair| pair.get(1).and_then(text))
-        .is_some_and(|v| v == b"~*")
+        .is_some_and(|keys| patterns_cover(&keys, prefix, access))
+}
+
+/// Whether an `ACL GETUSER` `keys` value grants `access` to every key that
+/// starts with `prefix`: some pattern is a plain literal followed by one `*`,
+/// and that literal starts `prefix`.
+fn patterns_cover(keys: &[u8], prefix: &[u8], access: KeyAccess) -> bool {
+    keys.split(|&b| b == b' ').any(|p| {
+        let (perms, pattern): (&[u8], &[u8]) = match p.strip_prefix(b"%") {
+            Some(rest) => match rest.iter().position(|&b| b == b'~') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => return false,
+            },
+            None => (b"RW", p),
+        };
+        let needed = match access {
+            KeyAccess::Read => b'R',
+            KeyAccess::Write => b'W',
+        };
+        let Some(literal) = pattern
+            .strip_prefix(b"~")
+            .and_then(|g| g.strip_suffix(b"*"))
+        else {
+            return false;
+        };
+        let plain = !literal.iter().any(|b| b"*?[]\\".contains(b));
+        plain && prefix.starts_with(literal) && perms.contains(&needed)
+    })
+}
+
+/// Whether the current user may delete every key (see [`may_on_prefix`]).
+pub fn may_delete_any_key(ctx: &Context) -> bool {
+    may_on_prefix(ctx, b"", KeyAccess::Write)
 }
 
 impl Drop for Caller {
@@ -555,4 +701,27 @@ pub fn event_name<'a>(p: *const c_char) -> &'a [u8] {
     }
     // SAFETY: Redis passes a NUL-terminated event name valid for the callback.
     unsafe { CStr::from_ptr(p) }.to_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_patterns_cover_a_prefix_only_when_they_surely_do() {
+        let w = KeyAccess::Write;
+        let r = KeyAccess::Read;
+        assert!(patterns_cover(b"~*", b"", w));
+        assert!(patterns_cover(b"~*", b"x", r));
+        assert!(patterns_cover(b"%R~*", b"", r));
+        assert!(!patterns_cover(b"%R~*", b"", w));
+        assert!(patterns_cover(b"%W~* %R~a*", b"", w));
+        assert!(patterns_cover(b"~tenantA:*", b"tenantA:", w));
+        assert!(patterns_cover(b"~tenantA:*", b"tenantA:x", w));
+        assert!(!patterns_cover(b"~tenantA:*", b"tenant", w));
+        assert!(!patterns_cover(b"~tenantA:*", b"", w));
+        assert!(!patterns_cover(b"~t?nant*", b"tenant", w));
+        assert!(!patterns_cover(b"~tenantA:1", b"tenantA:1", w));
+        assert!(!patterns_cover(b"", b"", r));
+    }
 }

@@ -16,6 +16,10 @@ pub const NOPERM_DELETE: &str =
     "NOPERM this user has no permissions to delete one or more of the entries reached";
 pub const NOPERM_UPDATE: &str =
     "NOPERM this user has no permissions to modify one or more of the entries reached";
+pub const NOPERM_GATE: &str =
+    "NOPERM this user has no permissions to write every key the gate governs";
+pub const NOPERM_RESET: &str =
+    "NOPERM this user has no permissions to reset statistics (TCACHE.STATS RESET needs CONFIG RESETSTAT)";
 pub const APPLY_RESERVED: &str = "ERR TCACHE.APPLY is reserved for replication and AOF loading";
 
 /// Tag or permission lists over 4 GB (far beyond the configured limits).

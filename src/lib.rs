@@ -2,11 +2,14 @@
 //!
 //! This file is the table of contents: every command with its flags and key
 //! positions (first, last, step; keyless commands use 0, 0, 0), the data type,
-//! the configs, and the start-up hook.
+//! the configs, and the start-up hook. Key specs, tips and ACL categories are
+//! in `command_info` (the table's category field makes the module fail to
+//! load on Redis 7.0, which has no SetCommandACLCategories).
 
 mod alloc;
 mod api;
 mod blocking;
+mod command_info;
 mod commands;
 mod config;
 mod core;
@@ -23,7 +26,7 @@ mod stats;
 mod store;
 
 use redis_module::configuration::ConfigurationFlags;
-use redis_module::{raw, redis_module, Context, ModuleOptions, RedisString, Status};
+use redis_module::{raw, redis_module, AclCategory, Context, ModuleOptions, RedisString, Status};
 
 use commands::{admin, cache, fast, fetch, gate, inval, perm, query};
 use config::{
@@ -51,6 +54,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     // payload must refuse that value, not abort the server: every load in
     // `store` checks `RedisModule_IsIOError` (the crate's `raw::load_*` do).
     ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
+    api::detect_server(ctx);
     let raw_args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
     if let Err(e) = config::apply_module_args(&raw_args) {
         ctx.log_warning(&format!("tcache: {e}"));
@@ -64,6 +68,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("tcache: {e}"));
         return Status::Err;
     }
+    if let Err(e) = command_info::declare(ctx) {
+        ctx.log_warning(&format!("tcache: {e}"));
+        return Status::Err;
+    }
     // Replaces the crate's default INFO callback with ours.
     raw::register_info_function(ctx.ctx, Some(admin::info));
     Status::Ok
@@ -74,6 +82,9 @@ redis_module! {
     version: 1,
     allocator: (ModuleAlloc, MODULE_ALLOC),
     data_types: [ENTRY_TYPE],
+    // A category of our own where the server can add one (Valkey, Redis 7.4+):
+    // `ACL SETUSER app -@tcache` denies every tcache command at once.
+    acl_categories: ["tcache",],
     init: init,
     commands: [
         // TCACHE.SET key value ttl [NX | XX] [GATE name] [LEASE token] [SWR seconds] [TAGS tag [tag ...]]

@@ -161,3 +161,247 @@ fn over_aligned_allocations_work_on_every_server_allocator() {
     assert!(s.is_running(), "{allocator}: {}", s.log_tail());
     assert_verified(&mut c);
 }
+
+/// A connection authenticated as a new user with `rules` (after `on >pw`).
+fn user(s: &Server, admin: &mut Conn, name: &str, rules: &[&str]) -> Conn {
+    let mut args = vec!["ACL", "SETUSER", name, "reset", "on", ">pw"];
+    args.extend_from_slice(rules);
+    ok(admin.q(&args), "ACL SETUSER");
+    let mut c = s.conn();
+    ok(c.q(&["AUTH", name, "pw"]), "AUTH");
+    c
+}
+
+#[track_caller]
+fn noperm(r: Value, what: &str) {
+    assert!(r.is_error_starting("NOPERM"), "{what} -> {r:?}");
+}
+
+const PERM_JSON: &str = r#"{"roles":["r"],"permissions":["p"]}"#;
+
+#[test]
+fn read_only_users_read_every_read_command_and_write_none() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    set(&mut admin, "k", "v", 100, &["t"]);
+    ok(admin.q(&["PERM.SET", "u", PERM_JSON]), "PERM.SET");
+    let mut ro = user(&s, &mut admin, "ro", &["%R~*", "+@all"]);
+    assert!(
+        ro.q(&["GET", "k"]).is_error(),
+        "GET of a tcache key is WRONGTYPE"
+    );
+    assert_eq!(get(&mut ro, "k").as_deref(), Some(&b"v"[..]));
+    assert_eq!(ro.q(&["TCACHE.MGET", "k", "k"]).as_array().len(), 2);
+    assert_eq!(ro.q(&["TCACHE.TAGS", "k"]).as_array().len(), 1);
+    assert_eq!(ro.q(&["PERM.GET", "u"]).as_bytes(), PERM_JSON.as_bytes());
+    assert_eq!(ro.q(&["PERM.CHECK", "u", "p"]).as_int(), 1);
+    assert_eq!(ro.q(&["TCACHE.TAGCARD", "t"]).as_int(), 1);
+    assert_eq!(
+        ro.q(&["TCACHE.TAGSCAN", "t", "0"]).as_array()[1]
+            .as_array()
+            .len(),
+        1
+    );
+
+    noperm(ro.q(&["TCACHE.SET", "k", "x", "100"]), "TCACHE.SET");
+    noperm(ro.q(&["TCACHE.DEL", "k"]), "TCACHE.DEL");
+    noperm(ro.q(&["PERM.SET", "u2", PERM_JSON]), "PERM.SET");
+    noperm(ro.q(&["PERM.INVALUSER", "u"]), "PERM.INVALUSER");
+    noperm(ro.q(&["TCACHE.INVALTAG", "t"]), "TCACHE.INVALTAG");
+    noperm(ro.q(&["TCACHE.INVALPREFIX", "k"]), "TCACHE.INVALPREFIX");
+    noperm(ro.q(&["TCACHE.STALETAG", "t"]), "TCACHE.STALETAG");
+    noperm(ro.q(&["PERM.INVALROLE", "r"]), "PERM.INVALROLE");
+    noperm(
+        ro.q(&["TCACHE.GATE.SET", "g", "false", "PREFIX", ""]),
+        "TCACHE.GATE.SET",
+    );
+    assert_eq!(get(&mut admin, "k").as_deref(), Some(&b"v"[..]));
+    assert_eq!(admin.q(&["PERM.CHECK", "u", "p"]).as_int(), 1);
+    assert!(admin.q(&["TCACHE.GATE.GET", "g"]).is_nil());
+}
+
+#[test]
+fn write_only_users_write_and_read_nothing() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    let mut wo = user(&s, &mut admin, "wo", &["%W~*", "+@all"]);
+    ok(
+        wo.q(&["TCACHE.SET", "k", "v", "100", "TAGS", "t"]),
+        "TCACHE.SET",
+    );
+    ok(wo.q(&["PERM.SET", "u", PERM_JSON]), "PERM.SET");
+    noperm(wo.q(&["TCACHE.GET", "k"]), "TCACHE.GET");
+    noperm(wo.q(&["TCACHE.MGET", "k"]), "TCACHE.MGET");
+    noperm(wo.q(&["TCACHE.TAGS", "k"]), "TCACHE.TAGS");
+    noperm(wo.q(&["PERM.GET", "u"]), "PERM.GET");
+    noperm(wo.q(&["PERM.CHECK", "u", "p"]), "PERM.CHECK");
+    assert_eq!(wo.q(&["TCACHE.INVALTAG", "t"]).as_int(), 1);
+    assert_eq!(get(&mut admin, "k"), None);
+}
+
+/// The ACL rules the README gives for servers without module ACL categories
+/// (Redis 7.0): deny the tcache writes by name.
+const WRITE_COMMANDS: &[&str] = &[
+    "tcache.set",
+    "tcache.del",
+    "tcache.invaltag",
+    "tcache.invalprefix",
+    "tcache.staletag",
+    "tcache.fetch",
+    "tcache.gate.set",
+    "tcache.gate.del",
+    "perm.set",
+    "perm.invaluser",
+    "perm.invalrole",
+    "perm.invalall",
+];
+
+#[test]
+fn users_without_write_run_no_tcache_write() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    set(&mut admin, "k", "v", 100, &["t"]);
+    ok(admin.q(&["PERM.SET", "u", PERM_JSON]), "PERM.SET");
+    let categories = admin.q(&["ACL", "CAT"]);
+    let has_module_categories = categories
+        .as_array()
+        .iter()
+        .any(|c| c.as_bytes() == b"tcache");
+    if s.kind() == "valkey" {
+        assert!(has_module_categories, "Valkey has module ACL categories");
+    }
+    let mut rules = vec!["~*".to_string(), "+@all".to_string(), "-@write".to_string()];
+    if !has_module_categories {
+        // Redis 7.0 gives module commands no categories: the README's rules.
+        rules.extend(WRITE_COMMANDS.iter().map(|c| format!("-{c}")));
+    }
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let mut reader = user(&s, &mut admin, "reader", &rules);
+    assert_eq!(get(&mut reader, "k").as_deref(), Some(&b"v"[..]));
+    assert_eq!(reader.q(&["PERM.CHECK", "u", "p"]).as_int(), 1);
+    for (cmd, args) in [
+        ("TCACHE.SET", vec!["k", "x", "100"]),
+        ("TCACHE.DEL", vec!["k"]),
+        ("TCACHE.INVALTAG", vec!["t"]),
+        ("TCACHE.INVALPREFIX", vec!["k"]),
+        ("TCACHE.STALETAG", vec!["t"]),
+        ("TCACHE.FETCH", vec!["k", "100"]),
+        ("TCACHE.GATE.SET", vec!["g", "false"]),
+        ("TCACHE.GATE.DEL", vec!["g"]),
+        ("PERM.SET", vec!["u", PERM_JSON]),
+        ("PERM.INVALUSER", vec!["u"]),
+        ("PERM.INVALROLE", vec!["r"]),
+        ("PERM.INVALALL", vec![]),
+    ] {
+        let mut argv = vec![cmd];
+        argv.extend(args);
+        noperm(reader.q(&argv), cmd);
+    }
+    assert_eq!(get(&mut admin, "k").as_deref(), Some(&b"v"[..]));
+    assert_eq!(admin.q(&["PERM.CHECK", "u", "p"]).as_int(), 1);
+    if has_module_categories {
+        // And `-@tcache` denies every tcache command at once.
+        let mut none = user(&s, &mut admin, "none", &["~*", "+@all", "-@tcache"]);
+        noperm(none.q(&["TCACHE.GET", "k"]), "TCACHE.GET with -@tcache");
+        noperm(none.q(&["TCACHE.STATS"]), "TCACHE.STATS with -@tcache");
+    }
+}
+
+#[test]
+fn gates_are_bound_by_the_key_permissions_of_their_prefix() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    ok(
+        admin.q(&["TCACHE.GATE.SET", "b", "true", "PREFIX", "tenantB:"]),
+        "GATE.SET b",
+    );
+    ok(
+        admin.q(&["TCACHE.GATE.SET", "shared", "true"]),
+        "GATE.SET shared",
+    );
+    let mut alice = user(&s, &mut admin, "alice", &["~tenantA:*", "+@all"]);
+    noperm(
+        alice.q(&["TCACHE.GATE.SET", "evil", "false", "PREFIX", ""]),
+        "a gate over every key",
+    );
+    noperm(
+        alice.q(&["TCACHE.GATE.SET", "evil", "false"]),
+        "a gate without a prefix",
+    );
+    noperm(
+        alice.q(&["TCACHE.GATE.SET", "evil", "false", "PREFIX", "tenantB:"]),
+        "a gate over another tenant",
+    );
+    noperm(
+        alice.q(&["TCACHE.GATE.SET", "b", "false", "PREFIX", "tenantA:"]),
+        "replacing another tenant's gate",
+    );
+    noperm(
+        alice.q(&["TCACHE.GATE.DEL", "b"]),
+        "deleting another tenant's gate",
+    );
+    noperm(
+        alice.q(&["TCACHE.GATE.DEL", "shared"]),
+        "deleting a gate without prefix",
+    );
+    ok(
+        alice.q(&[
+            "TCACHE.GATE.SET",
+            "a",
+            r#"{"type":"number"}"#,
+            "PREFIX",
+            "tenantA:",
+        ]),
+        "a gate over her own keys",
+    );
+    assert_eq!(alice.q(&["TCACHE.GATE.DEL", "nosuch"]).as_int(), 0);
+    // Nothing of another tenant changed.
+    ok(
+        admin.q(&["TCACHE.SET", "tenantB:1", "1", "100"]),
+        "tenant B writes",
+    );
+    assert!(admin.q(&["TCACHE.GATE.GET", "evil"]).is_nil());
+    assert_eq!(admin.q(&["TCACHE.GATE.GET", "b"]).as_bytes(), b"true");
+    let r = alice.q(&["TCACHE.SET", "tenantA:1", "\"text\"", "100"]);
+    assert!(r.is_error_starting("GATE a"), "{r:?}");
+    assert_eq!(alice.q(&["TCACHE.GATE.DEL", "a"]).as_int(), 1);
+}
+
+#[test]
+fn tag_reads_show_only_the_keys_the_caller_may_read() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    for k in [
+        "tenantA:1",
+        "tenantA:2",
+        "tenantB:1",
+        "tenantB:2",
+        "tenantB:3",
+    ] {
+        set(&mut admin, k, "v", 100, &["shared"]);
+    }
+    let mut alice = user(&s, &mut admin, "alice", &["~tenantA:*", "+@all"]);
+    assert_eq!(alice.q(&["TCACHE.TAGCARD", "shared"]).as_int(), 2);
+    assert_eq!(admin.q(&["TCACHE.TAGCARD", "shared"]).as_int(), 5);
+    let mut seen = common::tc::tagscan_all(&mut alice, b"shared");
+    seen.sort();
+    assert_eq!(seen, vec![b"tenantA:1".to_vec(), b"tenantA:2".to_vec()]);
+    assert_eq!(common::tc::tagscan_all(&mut admin, b"shared").len(), 5);
+}
+
+#[test]
+fn resetting_statistics_is_an_admin_action() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    set(&mut admin, "k", "v", 100, &[]);
+    assert_eq!(get(&mut admin, "k").as_deref(), Some(&b"v"[..]));
+    let mut app = user(&s, &mut admin, "app", &["~*", "+@all", "-@admin"]);
+    assert!(!app.q(&["TCACHE.STATS"]).is_error());
+    noperm(app.q(&["TCACHE.STATS", "RESET"]), "STATS RESET");
+    assert_eq!(common::tc::stat(&mut admin, "hits"), 1);
+    ok(
+        admin.q(&["TCACHE.STATS", "RESET"]),
+        "STATS RESET by an admin",
+    );
+    assert_eq!(common::tc::stat(&mut admin, "hits"), 0);
+}

@@ -81,6 +81,12 @@ pub fn stats(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     match args.len() {
         1 => {}
         2 if args[1].as_slice().eq_ignore_ascii_case(b"RESET") => {
+            // An admin action, as CONFIG RESETSTAT is for the server's own.
+            if let Some(caller) = api::Caller::current(ctx) {
+                if !caller.may_run(ctx, &[b"CONFIG", b"RESETSTAT"]) {
+                    return Err(RedisError::Str(crate::errors::NOPERM_RESET));
+                }
+            }
             stats::reset();
             return Ok(RedisValue::SimpleStringStatic("OK"));
         }

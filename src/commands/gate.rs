@@ -2,6 +2,7 @@
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
+use crate::api::{self, KeyAccess};
 use crate::core::gate::Gate;
 use crate::errors;
 use crate::gates::{self, Registered, BUILTIN};
@@ -13,6 +14,22 @@ fn builtin_refused(name: &[u8]) -> Option<RedisError> {
             String::from_utf8_lossy(name)
         ))
     })
+}
+
+/// NOPERM unless the caller may write every key a gate governs: those under
+/// its prefix, or every key for a gate without one (any SET may name it).
+fn check_may_govern(ctx: &Context, prefix: Option<&[u8]>) -> Result<(), RedisError> {
+    if api::may_on_prefix(ctx, prefix.unwrap_or_default(), KeyAccess::Write) {
+        Ok(())
+    } else {
+        Err(RedisError::Str(errors::NOPERM_GATE))
+    }
+}
+
+/// The prefix of the gate named `name`, if it exists: `Some(None)` for a gate
+/// without a prefix.
+fn governed(name: &[u8]) -> Option<Option<Vec<u8>>> {
+    gates::lock().get(name).map(|g| g.prefix.clone())
 }
 
 /// TCACHE.GATE.SET name schema [PREFIX prefix]
@@ -31,6 +48,11 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if let Some(e) = builtin_refused(name) {
         return Err(e);
     }
+    // Replacing a gate changes what its old prefix governs too.
+    if let Some(old) = governed(name) {
+        check_may_govern(ctx, old.as_deref())?;
+    }
+    check_may_govern(ctx, prefix.as_deref())?;
     let gate = Gate::compile(name, args[2].as_slice())
         .map_err(|e| RedisError::String(format!("ERR {e}")))?;
     gates::install(name.to_vec(), gate, prefix);
@@ -55,6 +77,10 @@ pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args.len() != 2 {
         return Err(RedisError::WrongArity);
     }
+    let Some(old) = governed(args[1].as_slice()) else {
+        return Ok(RedisValue::Integer(0));
+    };
+    check_may_govern(ctx, old.as_deref())?;
     let removed = gates::lock().remove(args[1].as_slice()).is_some();
     if removed {
         ctx.replicate_verbatim();

@@ -3,10 +3,20 @@
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use crate::api;
+use crate::api::{self, Caller, KeyAccess};
 use crate::core::options::parse_in_range;
 use crate::errors;
 use crate::indexes;
+
+/// The caller, when it may not read every key: what a tag reaches must then be
+/// filtered by its key permissions (other tenants' keys are neither listed
+/// nor counted). `None` for a caller that reads everything.
+fn restricted_reader(ctx: &Context) -> Option<Caller> {
+    if api::may_on_prefix(ctx, b"", KeyAccess::Read) {
+        return None;
+    }
+    Caller::current(ctx)
+}
 
 /// TCACHE.TAGCARD tag
 pub fn tagcard(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -15,9 +25,27 @@ pub fn tagcard(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let db = api::selected_db(ctx);
     let now = api::now_ms();
-    let n = indexes::with_db(db, |ix| ix.tag_card(args[1].as_slice(), now))
-        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
-    Ok(RedisValue::Integer(n as i64))
+    let tag = args[1].as_slice();
+    let busy = || RedisError::Str(errors::INDEX_BUSY);
+    let Some(caller) = restricted_reader(ctx) else {
+        let n = indexes::with_db(db, |ix| ix.tag_card(tag, now)).ok_or_else(busy)?;
+        return Ok(RedisValue::Integer(n as i64));
+    };
+    // Only the keys this caller may read: a walk of the whole tag.
+    let mut n = 0i64;
+    let mut cursor = 0;
+    loop {
+        let (next, keys) =
+            indexes::with_db(db, |ix| ix.tag_scan(tag, cursor, 1024, now)).ok_or_else(busy)?;
+        n += keys
+            .iter()
+            .filter(|k| caller.may_read(&api::string(ctx, k)))
+            .count() as i64;
+        if next == 0 {
+            return Ok(RedisValue::Integer(n));
+        }
+        cursor = next;
+    }
 }
 
 /// An unsigned decimal cursor, digits only.
@@ -45,9 +73,12 @@ pub fn tagscan(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let db = api::selected_db(ctx);
     let now = api::now_ms();
-    let (next, keys) =
+    let (next, mut keys) =
         indexes::with_db(db, |ix| ix.tag_scan(args[1].as_slice(), cursor, count, now))
             .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    if let Some(caller) = restricted_reader(ctx) {
+        keys.retain(|k| caller.may_read(&api::string(ctx, k)));
+    }
     Ok(RedisValue::Array(vec![
         RedisValue::BulkString(next.to_string()),
         RedisValue::Array(
