@@ -48,9 +48,11 @@ async def generate(pool: Any, store_id: int, delay: float, fault: Fault | None =
 
     None when the store does not exist. ``fault`` makes the model misbehave the way the
     real one does (truncated JSON, a risk score of 0)."""
+    # The inputs and the epoch are read before the computation is logged as running: a
+    # reset seen after that row exists is always newer than this generation's epoch.
+    row, epoch = await db.store_inputs(pool, store_id)
     cid = await db.computation_start(pool, "report", str(store_id))
     try:
-        row, epoch = await db.store_inputs(pool, store_id)
         if row is None:
             await db.computation_end(pool, cid, "no-such-store")
             return None

@@ -17,6 +17,14 @@ from tests.conftest import Env, wait_until
 HEAVY = os.environ.get("TCACHE_APP_SKIP_HEAVY") != "1"
 
 
+def stat(env: Env, name: str) -> int:
+    """One counter of TCACHE.STATS (a map, or in RESP2 a flat name/value array)."""
+    reply = env.redis().execute_command("TCACHE.STATS")
+    if isinstance(reply, list):
+        reply = dict(zip(reply[0::2], reply[1::2], strict=True))
+    return int(reply[name])
+
+
 def read(http: httpx.Client, base: str, store: int, **params: str) -> dict[str, Any]:
     r = http.get(f"{base}/reports/{store}", params=params)
     assert r.status_code == 200, r.text
@@ -65,6 +73,7 @@ def test_200_concurrent_requests_start_one_generation(env: Env) -> None:
 def test_reset_during_generation_never_writes_old_report_back(env: Env, http: httpx.Client) -> None:
     store = 5
     old_epoch = int(env.sqlval("SELECT report_epoch FROM stores WHERE id = $1", store))
+    refused_before = stat(env, "lease_sets_refused")
 
     async def scenario() -> tuple[httpx.Response, list[httpx.Response], dict[str, Any]]:
         async with httpx.AsyncClient(timeout=120) as c:
@@ -97,6 +106,13 @@ def test_reset_during_generation_never_writes_old_report_back(env: Env, http: ht
     cached = env.redis().execute_command("TCACHE.GET", f"report:{store}")
     assert cached is not None and json.loads(cached)["generation_id"] == stored[0]["generation_id"]
     assert env.computations("report", str(store)) == 2
+    # when the old generation finished after the reset (the usual case: it takes 1 s), its
+    # lease write reached the server and was refused there
+    finished_after_reset = env.sqlval(
+        """SELECT c.finished_at > e.at FROM computations c, app_events e
+           WHERE c.id = $1 AND e.kind = 'reset' AND e.subject = $2""", old["generation_id"], f"store:{store}")
+    if finished_after_reset:
+        assert stat(env, "lease_sets_refused") >= refused_before + 1
 
 
 def test_after_reset_no_reader_in_any_worker_sees_the_old_report(env: Env, http: httpx.Client) -> None:
