@@ -176,8 +176,9 @@ def test_fill_that_raced_an_invalidation_is_discarded(tc, server):
 def test_tracking_connection_break_flushes_everything(tc, server, r):
     tc.set("k", "v1", 60)
     filled(tc, "k", "v1")
-    ids = [int(c["id"]) for c in r.client_list() if c.get("name") == "tcache-l1-tracking"]
-    assert len(ids) >= 1
+    ids = tc.tracker.client_ids()
+    named = [int(c["id"]) for c in r.client_list() if c.get("name") == "tcache-l1-tracking"]
+    assert len(ids) == 1 and set(ids) <= set(named)
     for i in ids:
         r.client_kill_filter(_id=i)
     wait_for(lambda: tc.tracker.breaks >= 1, what="the break to be seen")

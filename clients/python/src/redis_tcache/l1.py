@@ -315,6 +315,7 @@ class Tracker:
         self.breaks = 0
         self.pushes = 0
         self._pings: dict[bytes, threading.Event] = {}
+        self._ids: dict[int, int] = {}
         self._threads = [
             threading.Thread(target=self._run, args=(i,), name=f"tcache-tracking-{n.host}:{n.port}", daemon=True)
             for i, n in enumerate(nodes)
@@ -359,6 +360,10 @@ class Tracker:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def client_ids(self) -> list[int]:
+        """Server-side ids of the tracking connections (``CLIENT ID``)."""
+        return list(self._ids.values())
 
     def sync(self, timeout: float = 5.0) -> bool:
         """Wait until every push the server queued for the tracking connections before this
@@ -427,8 +432,6 @@ class Tracker:
 
     def _run(self, i: int) -> None:
         node = self.nodes[i]
-        if not hasattr(self, "_ids"):
-            self._ids: dict[int, int] = {}
         while not self._stop.is_set():
             sock: Optional[socket.socket] = None
             try:
