@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod fuzz;
+pub mod rdb;
 pub mod resp;
 pub mod server;
 pub mod tc;
