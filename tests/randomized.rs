@@ -1,5 +1,8 @@
 //! Thousands of mixed operations from several clients at once; after each batch
 //! TCACHE.VERIFY is OK and every tag holds exactly the entries that carry it.
+//! Run twice: with the default config, and with `tcache.inval-sync-max 0`, so
+//! that every invalidation is logical (tombstones, dead entries hidden at once,
+//! the reclaimer deleting them between batches and during the comparison).
 
 mod common;
 
@@ -117,7 +120,19 @@ fn expected_tags(c: &mut Conn) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
 
 #[test]
 fn mixed_concurrent_workload_keeps_every_index_exact() {
-    let s = Server::builder().arg("hz", "50").start();
+    mixed_workload(&[]);
+}
+
+#[test]
+fn mixed_concurrent_workload_with_logical_invalidations_keeps_every_index_exact() {
+    mixed_workload(&["inval-sync-max", "0"]);
+}
+
+fn mixed_workload(module_args: &[&str]) {
+    let s = Server::builder()
+        .module_args(module_args)
+        .arg("hz", "50")
+        .start();
     let port = s.port;
     let mut checker = s.conn();
     for batch in 0..BATCHES {
