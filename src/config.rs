@@ -83,13 +83,32 @@ pub const RECLAIM_BUDGET_US_CFG: NumericConfig = NumericConfig {
     memory: false,
 };
 
-pub const NUMERIC: [&NumericConfig; 6] = [
+/// The most pattern work one gate check may do: (bytes of strings and keys in
+/// the value) x (the schema's pattern weight, see `core::gate`). A check over
+/// it is refused before it runs, so no check holds the server for long.
+pub static GATE_MAX_WORK: AtomicI64 = AtomicI64::new(1_000_000);
+
+pub const GATE_MAX_WORK_CFG: NumericConfig = NumericConfig {
+    name: "gate-max-work",
+    value: &GATE_MAX_WORK,
+    default: 1_000_000,
+    min: 1000,
+    max: i64::MAX,
+    memory: false,
+};
+
+pub fn gate_max_work() -> u64 {
+    u64::try_from(GATE_MAX_WORK.load(Ordering::Relaxed)).unwrap_or(0)
+}
+
+pub const NUMERIC: [&NumericConfig; 7] = [
     &MAX_TAGS_CFG,
     &MAX_TAG_BYTES_CFG,
     &MAX_VALUE_BYTES_CFG,
     &PERM_TTL_CFG,
     &INVAL_SYNC_MAX_CFG,
     &RECLAIM_BUDGET_US_CFG,
+    &GATE_MAX_WORK_CFG,
 ];
 
 pub fn inval_sync_max() -> usize {

@@ -81,7 +81,7 @@ fn run(name: &[u8], value: &[u8], count: bool) -> Result<(), RedisError> {
     let g = gates
         .get_mut(name)
         .ok_or_else(|| RedisError::String(format!("ERR no such gate '{}'", show(name))))?;
-    let verdict = g.gate.check(value);
+    let verdict = g.gate.check(value, crate::config::gate_max_work());
     if count {
         g.checked += 1;
         if let Err(r) = &verdict {

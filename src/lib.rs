@@ -30,8 +30,8 @@ use redis_module::{raw, redis_module, AclCategory, Context, ModuleOptions, Redis
 
 use commands::{admin, cache, fast, fetch, gate, inval, perm, query};
 use config::{
-    INVALIDATION_CHANNEL, INVAL_SYNC_MAX_CFG, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG, MAX_VALUE_BYTES_CFG,
-    PERM_TTL_CFG, RECLAIM_BUDGET_US_CFG,
+    GATE_MAX_WORK_CFG, INVALIDATION_CHANNEL, INVAL_SYNC_MAX_CFG, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG,
+    MAX_VALUE_BYTES_CFG, PERM_TTL_CFG, RECLAIM_BUDGET_US_CFG,
 };
 use store::ENTRY_TYPE;
 
@@ -146,6 +146,7 @@ redis_module! {
             ["perm-ttl", PERM_TTL_CFG.value, PERM_TTL_CFG.default, PERM_TTL_CFG.min, PERM_TTL_CFG.max, ConfigurationFlags::DEFAULT, None],
             ["inval-sync-max", INVAL_SYNC_MAX_CFG.value, INVAL_SYNC_MAX_CFG.default, INVAL_SYNC_MAX_CFG.min, INVAL_SYNC_MAX_CFG.max, ConfigurationFlags::DEFAULT, None],
             ["reclaim-budget-us", RECLAIM_BUDGET_US_CFG.value, RECLAIM_BUDGET_US_CFG.default, RECLAIM_BUDGET_US_CFG.min, RECLAIM_BUDGET_US_CFG.max, ConfigurationFlags::DEFAULT, None],
+            ["gate-max-work", GATE_MAX_WORK_CFG.value, GATE_MAX_WORK_CFG.default, GATE_MAX_WORK_CFG.min, GATE_MAX_WORK_CFG.max, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
             ["invalidation-channel", &INVALIDATION_CHANNEL, "", ConfigurationFlags::DEFAULT, None],

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::tc::{assert_verified, get, ok, set};
+use common::tc::{assert_verified, err, get, ok, set};
 use common::*;
 
 /// CRC-64/Jones (reflected), the checksum in the footer of a DUMP payload.
@@ -404,4 +404,80 @@ fn resetting_statistics_is_an_admin_action() {
         "STATS RESET by an admin",
     );
     assert_eq!(common::tc::stat(&mut admin, "hits"), 0);
+}
+
+#[test]
+fn gate_checks_that_would_stall_the_server_are_refused() {
+    let mut s = Server::start();
+    let mut c = s.conn();
+    // A regex whose compiled size is huge is refused at GATE.SET.
+    let r = c.q(&[
+        "TCACHE.GATE.SET",
+        "huge",
+        r#"{"pattern":"(?:a{100}){100}(?:b{100}){100}"}"#,
+    ]);
+    assert!(
+        r.is_error_starting("ERR invalid schema") && err(&r).contains("too large"),
+        "{r:?}"
+    );
+    // So is a schema of 10,000 patternProperties.
+    let props: Vec<String> = (0..10_000).map(|i| format!("\"^k{i}$\":{{}}")).collect();
+    let schema = format!("{{\"patternProperties\":{{{}}}}}", props.join(","));
+    let r = c.q(&["TCACHE.GATE.SET", "many", &schema]);
+    assert!(err(&r).contains("too many patterns"), "{r:?}");
+
+    // The heaviest pattern allowed, against 50 KB: refused before it runs,
+    // through GATE.CHECK and through a prefix-bound TCACHE.SET.
+    ok(
+        c.q(&[
+            "TCACHE.GATE.SET",
+            "heavy",
+            r#"{"type":"string","pattern":"(?:a{100}){100}"}"#,
+            "PREFIX",
+            "h:",
+        ]),
+        "GATE.SET heavy",
+    );
+    let long = format!("\"{}\"", "a".repeat(50_000));
+    let r = c.q(&["TCACHE.GATE.CHECK", "heavy", &long]);
+    assert!(
+        err(&r).starts_with("GATE heavy: /: too costly to check"),
+        "{r:?}"
+    );
+    let r = c.q(&["TCACHE.SET", "h:1", &long, "100"]);
+    assert!(err(&r).starts_with("GATE heavy: /: too costly"), "{r:?}");
+    assert_eq!(get(&mut c, "h:1"), None);
+    // Short values still run (and this one does not match).
+    let r = c.q(&[
+        "TCACHE.GATE.CHECK",
+        "heavy",
+        &format!("\"{}\"", "a".repeat(98)),
+    ]);
+    assert!(err(&r).contains("does not match"), "{r:?}");
+
+    // An ordinary pattern over a large report passes; the budget is a config.
+    ok(
+        c.q(&[
+            "TCACHE.GATE.SET",
+            "email",
+            r#"{"type":"object","properties":{"owner":{"type":"string","pattern":"^[a-z0-9.]+@[a-z0-9.]+$"}}}"#,
+        ]),
+        "GATE.SET email",
+    );
+    let report = format!(
+        "{{\"owner\":\"ops@example.com\",\"notes\":\"{}\"}}",
+        "n".repeat(40_000)
+    );
+    ok(
+        c.q(&["TCACHE.GATE.CHECK", "email", &report]),
+        "a 40 KB report",
+    );
+    ok(
+        c.q(&["CONFIG", "SET", "tcache.gate-max-work", "1000"]),
+        "CONFIG SET",
+    );
+    let r = c.q(&["TCACHE.GATE.CHECK", "email", &report]);
+    assert!(err(&r).contains("tcache.gate-max-work 1000"), "{r:?}");
+    assert!(s.is_running());
+    assert_verified(&mut c);
 }
