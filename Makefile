@@ -83,6 +83,7 @@ test: build ## Unit tests, then integration tests against redis and against valk
 	TCACHE_SERVER="$(VALKEY_SERVER)" cargo test --release --test '*' -- --test-threads=$(TEST_THREADS)
 	$(MAKE) test-app
 	$(MAKE) test-python
+	$(MAKE) valgrind
 
 lint: deps ## cargo fmt --check and clippy with -D warnings
 	cargo fmt --check
@@ -126,3 +127,24 @@ test-python: build venv ## Python client (clients/python): ruff, then pytest aga
 clean: ## cargo clean and remove .run/
 	cargo clean
 	rm -rf .run
+
+.PHONY: valgrind soak
+
+valgrind: build ## redis-server under valgrind memcheck with a short fuzzed workload; fails on invalid accesses or definite leaks in libtcache
+	REDIS_SERVER="$(REDIS_SERVER)" TCACHE_MODULE="$(MODULE)" VALGRIND_COMMANDS="$(VALGRIND_COMMANDS)" tests/tools/valgrind.sh
+
+# make valgrind: fuzzed commands per configuration; make soak: per server and configuration.
+VALGRIND_COMMANDS ?= 10000
+SOAK_COMMANDS     ?= 1000000
+
+soak: build ## Not in CI: the fuzzer with SOAK_COMMANDS (10^6) commands per server and configuration
+	@test -x "$(VALKEY_SERVER)" || { echo "valkey-server not found (make deps)"; exit 1; }
+	@mkdir -p target
+	@for server in "$(REDIS_SERVER)" "$(VALKEY_SERVER)"; do \
+		log=target/soak-$$(basename $$server).log; \
+		echo "==> soak: $(SOAK_COMMANDS) commands per configuration with $$server (full output in $$log)"; \
+		TCACHE_SERVER="$$server" TCACHE_FUZZ_COMMANDS=$(SOAK_COMMANDS) \
+			cargo test --release --test fuzz -- --test-threads=2 --nocapture >$$log 2>&1 \
+			|| { grep -E '^fuzz\[|panicked|^test ' $$log; echo "soak failed with $$server: see $$log"; exit 1; }; \
+		grep -E '^fuzz\[.*commands in|^test ' $$log; \
+	done

@@ -36,6 +36,7 @@ fn fuzz_one(label: &str, module_args: &[&str], all_bugs: bool) {
         label,
         waiters: true,
         reload_every: 40,
+        probe: true,
         nul_error_chars: all_bugs,
         cross_db_in_multi: all_bugs || kind == "redis",
         wake_timeout_race: all_bugs || kind != "redis",
@@ -54,6 +55,45 @@ fn fuzz_default_config() {
 #[test]
 fn fuzz_logical_invalidations_and_reclaimer() {
     fuzz_one("inval-sync-max 0", &["inval-sync-max", "0"], false);
+}
+
+/// The workload of `make valgrind` (tests/tools/valgrind.sh): drives the
+/// server the script started under valgrind on `$TCACHE_FUZZ_PORT`, first
+/// with the default config, then with `inval-sync-max 0`; no latency probe
+/// (valgrind makes everything 20-50x slower). Skipped without the port.
+#[test]
+#[ignore = "driver for make valgrind (needs TCACHE_FUZZ_PORT)"]
+fn valgrind_workload_driver() {
+    let Some(port) = std::env::var("TCACHE_FUZZ_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+    else {
+        eprintln!("TCACHE_FUZZ_PORT not set: nothing to drive");
+        return;
+    };
+    let mut c = Conn::connect(port);
+    c.set_read_timeout(std::time::Duration::from_secs(300));
+    let seed = seed_from_env();
+    for (i, sync_max) in ["128", "0"].into_iter().enumerate() {
+        let r = c.q(&["CONFIG", "SET", "tcache.inval-sync-max", sync_max]);
+        assert!(r.is_ok(), "{r:?}");
+        let opts = RunOpts {
+            seed: seed.wrapping_add(i as u64),
+            commands: commands_from_env(5_000),
+            batch: 250,
+            label: format!("valgrind, inval-sync-max {sync_max}"),
+            waiters: true,
+            reload_every: 8,
+            probe: false,
+            nul_error_chars: false,
+            cross_db_in_multi: true,
+            wake_timeout_race: false,
+        };
+        let report = run(port, &opts);
+        assert!(report.commands >= opts.commands);
+    }
+    let v = c.q(&["TCACHE.VERIFY"]);
+    assert!(v.is_ok(), "{v:?}");
 }
 
 const NUL_CHAR_BUG: &str =

@@ -841,8 +841,8 @@ struct Probe {
 }
 
 impl Probe {
-    fn start(port: u16) -> Probe {
-        let stop = Arc::new(AtomicBool::new(false));
+    fn start(port: u16, enabled: bool) -> Probe {
+        let stop = Arc::new(AtomicBool::new(!enabled));
         let worst_us = Arc::new(AtomicU64::new(0));
         let pings = Arc::new(AtomicU64::new(0));
         let failure = Arc::new(Mutex::new(None));
@@ -1136,6 +1136,8 @@ pub struct RunOpts {
     pub waiters: bool,
     /// DEBUG RELOAD now and then (1 in this many batches; 0: never).
     pub reload_every: u64,
+    /// Run the latency probe (off under valgrind, where everything is slow).
+    pub probe: bool,
     /// See [`Gen::nul_error_chars`].
     pub nul_error_chars: bool,
     /// See [`Gen::cross_db_in_multi`].
@@ -1156,7 +1158,7 @@ pub fn run(port: u16, opts: &RunOpts) -> Report {
         "fuzz[{label}]: seed {seed} (replay: TCACHE_FUZZ_SEED={seed}), {} commands",
         opts.commands
     );
-    let mut probe = Probe::start(port);
+    let mut probe = Probe::start(port, opts.probe);
     let stop = Arc::new(AtomicBool::new(false));
     let waiter = opts.waiters.then(|| {
         let s = stop.clone();
