@@ -216,11 +216,17 @@ fn a_waiter_woken_as_its_timeout_passes_still_gets_a_reply() {
             String::from_utf8_lossy(l.as_bytes()).contains("flags=b")
         },
     );
-    let mut other = s.conn();
-    other.send_q(&["DEBUG", "SLEEP", "0.3"]);
-    other.send_q(&["TCACHE.SET", "k", "v", "100"]);
-    assert!(other.read().is_ok());
-    assert!(other.read().is_ok());
+    // Both in one write, so that the server runs them in one iteration.
+    let mut other = RawConn::connect(s.port).expect("connect");
+    let words = |a: &[&str]| -> Vec<Vec<u8>> { a.iter().map(|w| w.as_bytes().to_vec()).collect() };
+    other
+        .send_many(&[
+            words(&["DEBUG", "SLEEP", "0.3"]),
+            words(&["TCACHE.SET", "k", "v", "100"]),
+        ])
+        .expect("send");
+    assert!(other.read().expect("DEBUG SLEEP reply").is_ok());
+    assert!(other.read().expect("TCACHE.SET reply").is_ok());
     // Answered at once in practice; 10 s is the bound for "never".
     let reply = waiter.read_with_timeout(std::time::Duration::from_secs(10));
     let l = admin.q(&["CLIENT", "LIST", "ID", &id]);

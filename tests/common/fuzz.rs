@@ -101,6 +101,11 @@ pub struct Gen {
     /// indexes the moved or copied entry in the source database (VERIFY
     /// fails). Off on Valkey until fixed.
     pub cross_db_in_multi: bool,
+    /// Let the main connection send FETCH ... WAIT. On Redis 7.0 a waiter
+    /// woken as its timeout passes never gets a reply, which shifts every
+    /// later reply of a pipelined connection (see
+    /// [`RunOpts::wake_timeout_race`]); off there.
+    pub wake_timeout_race: bool,
     /// DUMP payloads of entries seen in earlier batches, for RESTORE.
     pub dumps: Vec<Vec<u8>>,
 }
@@ -151,6 +156,7 @@ impl Gen {
             r: Rng::new(seed),
             nul_error_chars: false,
             cross_db_in_multi: true,
+            wake_timeout_race: true,
             dumps: Vec::new(),
         }
     }
@@ -741,8 +747,23 @@ impl Gen {
             self.tcache_cmd()
         };
         let c = if self.r.chance(7) { self.mangle(c) } else { c };
-        tame(c)
+        let c = tame(c);
+        if self.wake_timeout_race {
+            c
+        } else {
+            no_wait(c)
+        }
     }
+}
+
+/// A FETCH without its `WAIT timeout` (see [`Gen::wake_timeout_race`]).
+fn no_wait(mut c: Cmd) -> Cmd {
+    if c[0].eq_ignore_ascii_case(b"TCACHE.FETCH") {
+        if let Some(i) = c.iter().position(|w| w.eq_ignore_ascii_case(b"WAIT")) {
+            c.truncate(i);
+        }
+    }
+    c
 }
 
 /// Keeps the main connection from blocking for long: a FETCH whose WAIT
@@ -1168,6 +1189,7 @@ pub fn run(port: u16, opts: &RunOpts) -> Report {
     let mut g = Gen::new(seed);
     g.nul_error_chars = opts.nul_error_chars;
     g.cross_db_in_multi = opts.cross_db_in_multi;
+    g.wake_timeout_race = opts.wake_timeout_race;
     let mut c = RawConn::connect(port).unwrap_or_else(|e| panic!("connect to {port}: {e}"));
     let mut checker = Conn::connect(port);
     let mut report = Report {
@@ -1390,13 +1412,21 @@ impl RawConn {
     }
 
     pub fn send(&mut self, args: &[Vec<u8>]) -> std::io::Result<()> {
+        self.send_many(&[args.to_vec()])
+    }
+
+    /// Writes several commands with one write (they reach the server in the
+    /// same read, so it runs them in the same event-loop iteration).
+    pub fn send_many(&mut self, cmds: &[Vec<Vec<u8>>]) -> std::io::Result<()> {
         use std::io::Write;
-        let mut buf = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
-        buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a);
-            buf.extend_from_slice(b"\r\n");
+        let mut buf = Vec::new();
+        for args in cmds {
+            buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in args {
+                buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                buf.extend_from_slice(a);
+                buf.extend_from_slice(b"\r\n");
+            }
         }
         self.reader.get_mut().write_all(&buf)
     }
