@@ -4,6 +4,7 @@
 //! Use from a test file with `mod common;` and `use common::*;`.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod fuzz;
 pub mod rdb;
 pub mod resp;
