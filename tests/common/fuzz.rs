@@ -710,7 +710,22 @@ impl Gen {
             31 => vec![b"SELECT".to_vec(), self.r.below(4).to_string().into_bytes()],
             32 => vec![b"GETDEL".to_vec(), k],
             33 => vec![b"PEXPIREAT".to_vec(), k, b"1".to_vec()],
-            34 => cmd(&[b"RANDOMKEY"]),
+            34 => match self.r.below(6) {
+                0 => cmd(&[b"RANDOMKEY"]),
+                1 => cmd(&[b"INFO", b"tcache"]),
+                2 => cmd(&[b"CONFIG", b"GET", b"tcache.*"]),
+                _ => {
+                    // Module configs, in and out of range; put back to the
+                    // run's values after every batch (`reset_configs`).
+                    let (name, value): (&[u8], Vec<u8>) = match self.r.below(4) {
+                        0 => (b"tcache.max-tags", self.int_token()),
+                        1 => (b"tcache.max-tag-bytes", self.int_token()),
+                        2 => (b"tcache.reclaim-budget-us", self.int_token()),
+                        _ => (b"tcache.invalidation-channel", self.tag()),
+                    };
+                    vec![b"CONFIG".to_vec(), b"SET".to_vec(), name.to_vec(), value]
+                }
+            },
             _ => vec![b"TTL".to_vec(), k],
         }
     }
@@ -747,13 +762,32 @@ impl Gen {
             self.tcache_cmd()
         };
         let c = if self.r.chance(7) { self.mangle(c) } else { c };
-        let c = tame(c);
+        let mut c = tame(c);
+        if !self.nul_error_chars {
+            c = c.into_iter().map(without_nul_chars).collect();
+        }
         if self.wake_timeout_race {
             c
         } else {
             no_wait(c)
         }
     }
+}
+
+/// `w` without characters whose code point is a multiple of 256 (see
+/// [`Gen::nul_error_chars`]): random bytes form them now and then (`c4 80`
+/// is U+0100). Such a word is replaced by its lossy text with those
+/// characters turned into `x`.
+fn without_nul_chars(w: Vec<u8>) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&w);
+    let bad = |c: char| (c as u32) >= 0x100 && (c as u32) & 0xff == 0;
+    if !text.chars().any(bad) {
+        return w;
+    }
+    text.chars()
+        .map(|c| if bad(c) { 'x' } else { c })
+        .collect::<String>()
+        .into_bytes()
 }
 
 /// A FETCH without its `WAIT timeout` (see [`Gen::wake_timeout_race`]).
@@ -1190,8 +1224,29 @@ pub fn run(port: u16, opts: &RunOpts) -> Report {
     g.nul_error_chars = opts.nul_error_chars;
     g.cross_db_in_multi = opts.cross_db_in_multi;
     g.wake_timeout_race = opts.wake_timeout_race;
-    let mut c = RawConn::connect(port).unwrap_or_else(|e| panic!("connect to {port}: {e}"));
     let mut checker = Conn::connect(port);
+    // A second stream of the same commands from a user limited to some keys
+    // (read-only on others), so the module's ACL paths are fuzzed too.
+    let acl = checker.q(&[
+        "ACL",
+        "SETUSER",
+        "fuzz",
+        "on",
+        ">fuzz",
+        "resetkeys",
+        "~tenantA:*",
+        "~a:*",
+        "%R~report:*",
+        "+@all",
+    ]);
+    assert!(acl.is_ok(), "ACL SETUSER -> {acl:?}");
+    let connect = || RawConn::connect(port).unwrap_or_else(|e| panic!("connect to {port}: {e}"));
+    let mut conns = [connect(), connect()];
+    match conns[1].q(&["AUTH", "fuzz", "fuzz"]) {
+        Ok(v) if v.is_ok() => {}
+        other => panic!("AUTH fuzz -> {other:?}"),
+    }
+    let defaults = reset_configs(&mut checker, None);
     let mut report = Report {
         seed,
         ..Report::default()
@@ -1199,7 +1254,7 @@ pub fn run(port: u16, opts: &RunOpts) -> Report {
     let verify_each = std::env::var_os("TCACHE_FUZZ_VERIFY_EACH").is_some_and(|v| !v.is_empty());
     let mut history: Vec<String> = Vec::new();
     let mut dumps_seen = 0usize;
-    let mut in_multi = false;
+    let mut in_multi = [false, false];
     let fail = |what: String, report: &Report, history: &[String]| -> ! {
         stop.store(true, Ordering::Relaxed);
         panic!(
@@ -1212,20 +1267,22 @@ pub fn run(port: u16, opts: &RunOpts) -> Report {
         );
     };
     while report.commands < opts.commands {
-        let mut batch: Vec<Cmd> = Vec::with_capacity(opts.batch + 8);
+        // (connection, command): 0 the main connection, 1 the ACL-limited one.
+        let mut batch: Vec<(usize, Cmd)> = Vec::with_capacity(opts.batch + 8);
         while batch.len() < opts.batch {
-            batch.extend(g.next_group());
+            let on = usize::from(g.r.chance(6));
+            batch.extend(g.next_group().into_iter().map(|c| (on, c)));
         }
         if opts.reload_every > 0 && g.r.chance(opts.reload_every) {
-            batch.push(cmd(&[b"DEBUG", b"RELOAD"]));
+            batch.push((0, cmd(&[b"DEBUG", b"RELOAD"])));
         }
         // Pipelined in chunks so the socket buffers stay small; one at a
         // time, with VERIFY after each, when TCACHE_FUZZ_VERIFY_EACH is set
         // (to find the command that broke an index).
         let chunk_len = if verify_each { 1 } else { 200 };
         for chunk in batch.chunks(chunk_len) {
-            for a in chunk {
-                if let Err(e) = c.send(a) {
+            for (on, a) in chunk {
+                if let Err(e) = conns[*on].send(a) {
                     fail(
                         format!("send failed (server gone?): {e}"),
                         &report,
@@ -1233,8 +1290,8 @@ pub fn run(port: u16, opts: &RunOpts) -> Report {
                     );
                 }
             }
-            for a in chunk {
-                let v = match c.read() {
+            for (on, a) in chunk {
+                let v = match conns[*on].read() {
                     Ok(v) => v,
                     Err(e) => fail(
                         format!(
@@ -1264,12 +1321,12 @@ pub fn run(port: u16, opts: &RunOpts) -> Report {
                     }
                 }
                 if name == b"MULTI" && v.is_ok() {
-                    in_multi = true;
+                    in_multi[*on] = true;
                 } else if name == b"EXEC" || name == b"DISCARD" {
-                    in_multi = false;
+                    in_multi[*on] = false;
                 }
                 *report.replies.entry(reply_class(&v)).or_default() += 1;
-                if verify_each && !in_multi {
+                if verify_each && !in_multi[0] && !in_multi[1] {
                     match checker.try_cmd(&[b"TCACHE.VERIFY"]) {
                         Ok(v) if v.is_ok() => {}
                         other => fail(
@@ -1283,6 +1340,7 @@ pub fn run(port: u16, opts: &RunOpts) -> Report {
         }
         report.commands += batch.len() as u64;
         report.batches += 1;
+        reset_configs(&mut checker, Some(&defaults));
         match checker.try_cmd(&[b"PING"]) {
             Ok(Value::Simple(s)) if s == "PONG" => {}
             other => fail(
@@ -1334,7 +1392,7 @@ pub fn run(port: u16, opts: &RunOpts) -> Report {
         fail(format!("latency probe: {f}"), &report, &history);
     }
     report.probe_pings = pings;
-    report.non_utf8_lines = c.non_utf8_lines;
+    report.non_utf8_lines = conns[0].non_utf8_lines + conns[1].non_utf8_lines;
     report.probe_max = worst;
     match checker.try_cmd(&[b"TCACHE.VERIFY"]) {
         Ok(v) if v.is_ok() => {}
@@ -1361,6 +1419,34 @@ pub fn run(port: u16, opts: &RunOpts) -> Report {
         report.waiter_replies,
     );
     report
+}
+
+/// The module configs the fuzzer changes: read them (`None`), or set them
+/// back to `saved`. Returns what was read or set.
+fn reset_configs(c: &mut Conn, saved: Option<&[(String, String)]>) -> Vec<(String, String)> {
+    const NAMES: [&str; 4] = [
+        "tcache.max-tags",
+        "tcache.max-tag-bytes",
+        "tcache.reclaim-budget-us",
+        "tcache.invalidation-channel",
+    ];
+    match saved {
+        None => NAMES
+            .iter()
+            .map(|n| {
+                let r = c.q(&["CONFIG", "GET", n]);
+                let v = r.as_array().get(1).map(|v| v.as_str().to_string());
+                (n.to_string(), v.unwrap_or_default())
+            })
+            .collect(),
+        Some(saved) => {
+            for (n, v) in saved {
+                let r = c.q(&["CONFIG", "SET", n, v]);
+                assert!(r.is_ok(), "CONFIG SET {n} {v} -> {r:?}");
+            }
+            saved.to_vec()
+        }
+    }
 }
 
 /// A command for messages: words as escaped ASCII, long ones cut.
