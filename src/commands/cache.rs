@@ -9,6 +9,7 @@ use redis_module::{
 use super::{bytes, entry_or_wrongtype, read, slot, slot_mut, Slot};
 use crate::core::entry::{decode, encode, sort_tags, Entry};
 use crate::core::index::{Old, NO_EXPIRE};
+use crate::core::lease::Refusal;
 use crate::core::options::{
     check_limits, parse_in_range, parse_set_options, Condition, TTL_MAX, TTL_MIN,
 };
@@ -38,8 +39,16 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let now = api::now_ms();
     if let Some(token) = opts.lease {
         let db = api::selected_db(ctx);
-        if leases::redeem(db, args[1].as_slice(), token, &opts.tags, now).is_err() {
-            return Ok(RedisValue::Null);
+        match leases::redeem(db, args[1].as_slice(), token, &opts.tags, now) {
+            Ok(()) => {}
+            // Not the holder: the lease, if any, is someone else's and goes on.
+            Err(Refusal::NoLease | Refusal::WrongToken) => return Ok(RedisValue::Null),
+            // The holder's write is refused and its lease is over: the waiters
+            // are handed over now, not when their timeout runs out.
+            Err(_) => {
+                blocking::hand_over(ctx, db, args[1].as_slice());
+                return Ok(RedisValue::Null);
+            }
         }
     }
     let mut entry =

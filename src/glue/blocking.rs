@@ -291,25 +291,35 @@ extern "C" fn lapsed(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
         // SAFETY: `data` is the Box<Lapse> armed by `on_lapse`, fired once.
         let lapse = unsafe { Box::from_raw(data.cast::<Lapse>()) };
         let ctx = Context::new(ctx);
-        let Ok(r) = replies() else {
-            return;
-        };
         let now = api::now_ms();
         leases::prune(lapse.db, now);
-        if !api::select_db(&ctx, lapse.db) || leases::active(lapse.db, &lapse.key, now).is_some() {
-            return;
-        }
-        if (r.is_stored)(&ctx, &api::string(&ctx, &lapse.key), now) {
-            wake_all(lapse.db, &lapse.key);
-            return;
-        }
-        if let Some((handle, lease_ms)) = take_oldest(lapse.db, &lapse.key) {
-            match (r.grant)(&ctx, lapse.db, &lapse.key, lease_ms, now) {
-                Some(lease) => release(handle, Some(Wake::Lease { token: lease.token })),
-                None => release(handle, None),
-            }
+        if api::select_db(&ctx, lapse.db) {
+            hand_over(&ctx, lapse.db, &lapse.key);
         }
     })
+}
+
+/// The lease on `key` of the selected database `db` ended without a value
+/// (it lapsed, or its SET was refused): unless a newer lease exists, the
+/// waiters get the value if one is stored, else the oldest gets a new lease.
+pub fn hand_over(ctx: &Context, db: i32, key: &[u8]) {
+    let Ok(r) = replies() else {
+        return;
+    };
+    let now = api::now_ms();
+    if leases::active(db, key, now).is_some() {
+        return;
+    }
+    if (r.is_stored)(ctx, &api::string(ctx, key), now) {
+        wake_all(db, key);
+        return;
+    }
+    if let Some((handle, lease_ms)) = take_oldest(db, key) {
+        match (r.grant)(ctx, db, key, lease_ms, now) {
+            Some(lease) => release(handle, Some(Wake::Lease { token: lease.token })),
+            None => release(handle, None),
+        }
+    }
 }
 
 /// Whether this context may block (not inside MULTI, Lua or a no-blocking context).
