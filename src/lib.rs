@@ -6,43 +6,32 @@
 //! in `command_info` (the table's category field makes the module fail to
 //! load on Redis 7.0, which has no SetCommandACLCategories).
 
-mod alloc;
-mod api;
-mod blocking;
-mod command_info;
 mod commands;
-mod config;
 mod core;
 mod errors;
-mod events;
-mod gates;
-mod guard;
-mod indexes;
-mod leases;
-mod per_db;
-mod reclaim;
-mod seq;
-mod stats;
-mod store;
+mod glue;
+mod state;
 
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{raw, redis_module, AclCategory, Context, ModuleOptions, RedisString, Status};
 
 use commands::{admin, cache, fast, fetch, gate, inval, perm, query};
-use config::{
+use glue::store::ENTRY_TYPE;
+use glue::{api, command_info, events};
+use state::config;
+use state::config::{
     GATE_MAX_WORK_CFG, INVALIDATION_CHANNEL, INVAL_SYNC_MAX_CFG, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG,
     MAX_VALUE_BYTES_CFG, PERM_TTL_CFG, RECLAIM_BUDGET_US_CFG,
 };
-use store::ENTRY_TYPE;
 
 // Memory goes through the Redis allocator so that `used_memory` and `maxmemory`
 // see it; unit tests run without a server and use the system allocator.
 // The crate's `RedisAlloc` trusts the server's allocator with alignment, which
 // only jemalloc honours: `alloc::ServerAlloc` honours every alignment.
 #[cfg(not(test))]
-type ModuleAlloc = alloc::ServerAlloc;
+type ModuleAlloc = glue::alloc::ServerAlloc;
 #[cfg(not(test))]
-const MODULE_ALLOC: ModuleAlloc = alloc::ServerAlloc;
+const MODULE_ALLOC: ModuleAlloc = glue::alloc::ServerAlloc;
 #[cfg(test)]
 type ModuleAlloc = std::alloc::System;
 #[cfg(test)]
@@ -60,6 +49,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("tcache: {e}"));
         return Status::Err;
     }
+    fetch::install();
     if let Err(e) = events::subscribe(ctx) {
         ctx.log_warning(&format!("tcache: {e}"));
         return Status::Err;

@@ -1158,3 +1158,28 @@ fn staletag_after_a_refresh_lease_refuses_the_refreshers_set() {
     assert!(set_lease(&mut c, "r", "v2-from-old-read", 100, &token, &["t"]).is_nil());
     assert_eq!(fetch(&mut c, "r", 60_000).as_array()[0], simple("STALE"));
 }
+
+#[test]
+fn a_refused_lease_write_hands_the_lease_to_the_oldest_waiter_at_once() {
+    let s = Server::start();
+    let mut holder = s.conn();
+    let mut waiter = s.conn();
+    let mut other = s.conn();
+    let t1 = lease_token(&fetch(&mut holder, "k", 60_000));
+    // The waiter would otherwise sleep for its whole minute.
+    send_fetch_wait(&mut waiter, "k", 60_000, 60_000);
+    wait_until(SOON, "the waiter to block", || {
+        info_value(&s.info("clients"), "blocked_clients").as_deref() == Some("1")
+    });
+    assert_eq!(other.q(&["TCACHE.INVALTAG", "t1"]).as_int(), 0);
+    assert!(set_lease(&mut holder, "k", "old", 100, &t1, &["t1"]).is_nil());
+    let handed = waiter
+        .read_with_timeout(SOON)
+        .unwrap_or_else(|| panic!("the waiter was not woken when the lease write was refused"));
+    let t2 = lease_token(&handed);
+    assert_ne!(t1, t2);
+    // The new holder's write goes through; a newcomer now waits on it.
+    assert_eq!(fetch(&mut other, "k", 60_000), wait_reply());
+    assert!(set_lease(&mut waiter, "k", "new", 100, &t2, &["t1"]).is_ok());
+    assert_eq!(get(&mut other, "k").as_deref(), Some(&b"new"[..]));
+}

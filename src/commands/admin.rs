@@ -6,13 +6,14 @@ use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValu
 
 use std::collections::BTreeSet;
 
-use super::{gate, is_dead};
-use crate::api;
+use super::is_dead;
 use crate::core::index::label_name;
 use crate::core::verify::{self, Snapshot};
-use crate::guard;
-use crate::indexes;
-use crate::stats::{self, Figure};
+use crate::glue::api;
+use crate::glue::guard;
+use crate::state::gates;
+use crate::state::indexes;
+use crate::state::stats::{self, Figure};
 
 /// TCACHE.VERIFY
 pub fn verify(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -96,7 +97,7 @@ pub fn stats(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     // A map in RESP3, a flat name/value array in RESP2, in the documented order,
     // then `gates`: name -> {checked, rejected, last_rejection}.
     let figures = stats::figures(&indexes::figures());
-    let gates = gate::counters();
+    let gates = gates::counters();
     raw::reply_with_map(ctx.ctx, figures.len() as c_long + 1);
     for (name, f) in figures {
         bulk(ctx, name.as_bytes());
@@ -145,7 +146,7 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_in
         // tcache_gates: one dictionary field per gate, e.g.
         // tcache_gate_report:checked=10,rejected=2 (names made INFO-safe).
         raw::add_info_section(ctx, Some("gates"));
-        for (name, checked, rejected, _) in gate::counters() {
+        for (name, checked, rejected, _) in gates::counters() {
             let field: String = String::from_utf8_lossy(&name)
                 .chars()
                 .map(|c| {

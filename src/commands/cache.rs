@@ -7,20 +7,21 @@ use redis_module::{
 };
 
 use super::{bytes, entry_or_wrongtype, read, slot, slot_mut, Slot};
-use crate::api;
-use crate::blocking;
-use crate::config;
 use crate::core::entry::{decode, encode, sort_tags, Entry};
 use crate::core::index::{Old, NO_EXPIRE};
+use crate::core::lease::Refusal;
 use crate::core::options::{
     check_limits, parse_in_range, parse_set_options, Condition, TTL_MAX, TTL_MIN,
 };
 use crate::errors;
-use crate::gates;
-use crate::indexes;
-use crate::leases;
-use crate::seq;
-use crate::stats;
+use crate::glue::api;
+use crate::glue::blocking;
+use crate::state::config;
+use crate::state::gates;
+use crate::state::indexes;
+use crate::state::leases;
+use crate::state::seq;
+use crate::state::stats;
 
 /// TCACHE.SET key value ttl [NX | XX] [GATE name] [LEASE token] [SWR seconds] [TAGS tag [tag ...]]
 pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -38,8 +39,16 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let now = api::now_ms();
     if let Some(token) = opts.lease {
         let db = api::selected_db(ctx);
-        if leases::redeem(db, args[1].as_slice(), token, &opts.tags, now).is_err() {
-            return Ok(RedisValue::Null);
+        match leases::redeem(db, args[1].as_slice(), token, &opts.tags, now) {
+            Ok(()) => {}
+            // Not the holder: the lease, if any, is someone else's and goes on.
+            Err(Refusal::NoLease | Refusal::WrongToken) => return Ok(RedisValue::Null),
+            // The holder's write is refused and its lease is over: the waiters
+            // are handed over now, not when their timeout runs out.
+            Err(_) => {
+                blocking::hand_over(ctx, db, args[1].as_slice());
+                return Ok(RedisValue::Null);
+            }
         }
     }
     let mut entry =
@@ -73,7 +82,7 @@ pub fn write_entry(
             return Ok(RedisValue::Null);
         }
     }
-    let key = api::EntryKey::open_write(ctx, name);
+    let mut key = api::EntryKey::open_write(ctx, name);
     if key.holds_other_type() {
         return Err(errors::wrongtype());
     }
@@ -238,7 +247,7 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let _ = seq::observe(entry.seq);
     let name = args[1].as_slice();
     let db = api::selected_db(ctx);
-    let key = api::EntryKey::open_write(ctx, &args[1]);
+    let mut key = api::EntryKey::open_write(ctx, &args[1]);
     if key.holds_other_type() {
         key.delete();
     }
@@ -256,7 +265,7 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let dead = indexes::index_arrival(db, name, e, expire_at.unwrap_or(NO_EXPIRE))
             .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
         if dead {
-            crate::reclaim::start(ctx);
+            crate::glue::reclaim::start(ctx);
         }
     }
     drop(key);

@@ -10,12 +10,13 @@ use redis_module::{raw, Context, RedisError};
 
 use super::cache::{is_stale_now, reply_value};
 use super::is_dead;
-use crate::api;
 use crate::core::entry::{Entry, Kind};
 use crate::core::perm;
 use crate::errors;
-use crate::guard;
-use crate::stats;
+use crate::glue::api;
+use crate::glue::guard;
+use crate::glue::raw::Arg;
+use crate::state::stats;
 
 type Argv = *mut *mut raw::RedisModuleString;
 
@@ -48,14 +49,11 @@ fn run(
     ctx: *mut raw::RedisModuleCtx,
     argv: Argv,
     argc: c_int,
-    body: fn(&Context, &[*mut raw::RedisModuleString]) -> Result<(), RedisError>,
+    body: fn(&Context, &[Arg]) -> Result<(), RedisError>,
 ) -> c_int {
     let context = Context::new(ctx);
-    let args: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
-        // SAFETY: Redis passes `argc` valid string pointers in `argv`.
-        Ok(n) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv, n) },
-        _ => &[],
-    };
+    // SAFETY: Redis passes `argc` strings in `argv`, alive for this call.
+    let args = unsafe { Arg::all(argv, argc) };
     let result = guard::callback(Err(RedisError::Str(errors::INTERNAL)), || {
         body(&context, args)
     });
@@ -69,15 +67,15 @@ fn run(
 /// another type. The key stays open for the call.
 fn with_entry<R>(
     ctx: &Context,
-    name: *mut raw::RedisModuleString,
+    name: Arg,
     f: impl FnOnce(Option<&Entry>) -> Result<R, RedisError>,
 ) -> Result<R, RedisError> {
-    let key = api::EntryKey::open_raw(ctx, name, raw::REDISMODULE_READ);
+    let key = api::EntryKey::open_arg(ctx, name, raw::REDISMODULE_READ);
     let e = key.entry();
     if e.is_none() && key.holds_other_type() {
         return Err(errors::wrongtype());
     }
-    let live = e.filter(|e| !is_dead(ctx, api::bytes_of(name), e));
+    let live = e.filter(|e| !is_dead(ctx, name.bytes(), e));
     f(live)
 }
 
@@ -121,9 +119,7 @@ extern "C" fn perm_check(ctx: *mut raw::RedisModuleCtx, argv: Argv, argc: c_int)
             };
             stats::PERM_HITS.incr();
             let asked = &args[2..];
-            let granted = |p: *mut raw::RedisModuleString| {
-                i64::from(perm::granted(e.perms(), api::bytes_of(p)))
-            };
+            let granted = |p: Arg| i64::from(perm::granted(e.perms(), p.bytes()));
             if asked.len() == 1 {
                 raw::reply_with_long_long(ctx.ctx, granted(asked[0]));
             } else {

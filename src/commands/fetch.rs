@@ -4,22 +4,33 @@
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use super::{bytes, key_names, keys_with_any, read, slot_mut, Slot};
-use crate::api::{self, Caller, EntryKey};
-use crate::blocking;
 use crate::core::entry::{encode, Entry};
 use crate::core::index::Space;
 use crate::core::lease::Lease;
 use crate::core::options::parse_in_range;
 use crate::errors;
-use crate::leases;
-use crate::seq;
-use crate::stats;
+use crate::glue::api::{self, Caller, EntryKey};
+use crate::glue::blocking;
+use crate::state::leases;
+use crate::state::seq;
+use crate::state::stats;
 
 /// Longest lease and wait accepted: one day.
 const MAX_MS: i64 = 86_400_000;
 
 fn word(w: &'static str) -> RedisValue {
     RedisValue::SimpleStringStatic(w)
+}
+
+/// Hands the blocked-client glue the replies it answers waiters with.
+pub fn install() {
+    blocking::install(blocking::Replies {
+        lease: lease_reply,
+        wait: wait_reply,
+        resolve,
+        is_stored,
+        grant,
+    });
 }
 
 pub fn wait_reply() -> RedisValue {
@@ -155,7 +166,7 @@ pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let Slot::Entry(_) = slot_mut(&key) else {
             continue;
         };
-        let Ok(Some(e)) = key.get_value::<Entry>(&crate::store::ENTRY_TYPE) else {
+        let Ok(Some(e)) = key.get_value::<Entry>(&crate::glue::store::ENTRY_TYPE) else {
             continue;
         };
         if is_stale(e, now) {

@@ -2,10 +2,10 @@
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use crate::api::{self, KeyAccess};
 use crate::core::gate::Gate;
 use crate::errors;
-use crate::gates::{self, Registered, BUILTIN};
+use crate::glue::api::{self, KeyAccess};
+use crate::state::gates::{self, BUILTIN};
 
 fn builtin_refused(name: &[u8]) -> Option<RedisError> {
     BUILTIN.contains(&name).then(|| {
@@ -108,22 +108,4 @@ pub fn check(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     gates::dry_run(args[1].as_slice(), args[2].as_slice())?;
     Ok(RedisValue::SimpleStringStatic("OK"))
-}
-
-/// The per-gate counters, for TCACHE.STATS.
-pub fn counters() -> Vec<(Vec<u8>, u64, u64, String)> {
-    gates::lock()
-        .iter()
-        .map(
-            |(
-                n,
-                Registered {
-                    checked,
-                    rejected,
-                    last_rejection,
-                    ..
-                },
-            )| { (n.clone(), *checked, *rejected, last_rejection.clone()) },
-        )
-        .collect()
 }

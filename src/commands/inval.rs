@@ -12,15 +12,15 @@ use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, 
 
 use super::cache::delete_indexed;
 use super::{bytes, key_names};
-use crate::api::{self, Caller};
-use crate::config;
 use crate::core::index::{DbIndex, Id, Key, Space};
 use crate::errors;
-use crate::indexes;
-use crate::leases;
-use crate::reclaim;
-use crate::seq;
-use crate::stats;
+use crate::glue::api::{self, Caller};
+use crate::glue::reclaim;
+use crate::state::config;
+use crate::state::indexes;
+use crate::state::leases;
+use crate::state::seq;
+use crate::state::stats;
 
 /// What an invalidation names.
 pub enum Target<'a> {

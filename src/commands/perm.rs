@@ -7,16 +7,16 @@ use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 use super::cache::{delete_entry, reply_value, write_entry};
 use super::inval::{delete_all, invalidate, publish, Target};
 use super::{read, Slot};
-use crate::api;
-use crate::config;
 use crate::core::entry::{Entry, Kind};
 use crate::core::index::Space;
 use crate::core::options::{check_limits, parse_in_range, Condition, TTL_MAX, TTL_MIN};
 use crate::core::perm;
 use crate::errors;
-use crate::indexes;
-use crate::seq;
-use crate::stats;
+use crate::glue::api;
+use crate::state::config;
+use crate::state::indexes;
+use crate::state::seq;
+use crate::state::stats;
 
 /// The permission entry of `key`: `None` when missing, WRONGTYPE when the key
 /// holds anything else (another type, or a plain cache entry).

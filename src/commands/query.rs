@@ -3,10 +3,10 @@
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use crate::api::{self, Caller, KeyAccess};
 use crate::core::options::parse_in_range;
 use crate::errors;
-use crate::indexes;
+use crate::glue::api::{self, Caller, KeyAccess};
+use crate::state::indexes;
 
 /// The caller, when it may not read every key: what a tag reaches must then be
 /// filtered by its key permissions (other tenants' keys are neither listed

@@ -17,8 +17,8 @@ use std::collections::HashMap;
 
 use roaring::RoaringBitmap;
 
-use crate::core::index::Space;
 use crate::core::slab::Id;
+use crate::core::space::Space;
 
 #[derive(Default)]
 pub struct Dead {

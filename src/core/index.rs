@@ -21,6 +21,7 @@ use roaring::RoaringBitmap;
 use crate::core::dead::Dead;
 pub use crate::core::slab::Id;
 use crate::core::slab::Slab;
+pub use crate::core::space::Space;
 use crate::core::tagset::TagSet;
 
 /// A key name handed out by the index (a copy).
@@ -43,14 +44,6 @@ pub struct Old<'a, I: Iterator<Item = &'a [u8]>> {
 
 /// No expiry, as `PTTL` says -1.
 pub const NO_EXPIRE: i64 = -1;
-
-/// The two label namespaces: tags of cache entries, roles of permission
-/// entries. Tag `admin` and role `admin` are unrelated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Space {
-    Tags,
-    Roles,
-}
 
 /// What the index knows of one entry, by id: its key, and its expiry and
 /// space packed in one word.

@@ -10,5 +10,6 @@ pub mod lease;
 pub mod options;
 pub mod perm;
 pub mod slab;
+pub mod space;
 pub mod tagset;
 pub mod verify;

@@ -9,7 +9,8 @@ use redis_module::{raw, Context, ContextFlags, RedisString, RedisValue};
 
 use crate::core::entry::Entry;
 use crate::core::index::NO_EXPIRE;
-use crate::store::ENTRY_TYPE;
+use crate::glue::raw::{bytes_of, cstr, Arg};
+use crate::glue::store::ENTRY_TYPE;
 
 /// Set at load on Valkey, whose module API differs from Redis's in a few
 /// signatures exported under the same names.
@@ -71,12 +72,14 @@ impl EntryKey {
         Self::open_mode(ctx, name, raw::REDISMODULE_READ | raw::REDISMODULE_WRITE)
     }
 
-    /// Opens the key named by a raw argv string.
-    pub fn open_raw(ctx: &Context, name: *mut raw::RedisModuleString, mode: u32) -> EntryKey {
-        // SAFETY: `ctx` and `name` are live; OpenKey returns NULL or a handle we close in Drop.
+    /// Opens the key named by a command argument.
+    pub fn open_arg(ctx: &Context, name: Arg, mode: u32) -> EntryKey {
+        // SAFETY: `ctx` and `name` are live for the command; OpenKey returns
+        // NULL or a handle we close in Drop.
         EntryKey(unsafe {
-            raw::RedisModule_OpenKey
-                .map_or(std::ptr::null_mut(), |f| f(ctx.ctx, name, mode as c_int))
+            raw::RedisModule_OpenKey.map_or(std::ptr::null_mut(), |f| {
+                f(ctx.ctx, name.as_ptr(), mode as c_int)
+            })
         })
     }
 
@@ -102,7 +105,7 @@ impl EntryKey {
     /// Stores `entry` as the key's value (a writable key that is empty or
     /// holds an entry). An entry already there is overwritten in place and
     /// does not go through the unlink hook: the caller re-indexes.
-    pub fn set_entry(&self, entry: Entry) -> Result<(), &'static str> {
+    pub fn set_entry(&mut self, entry: Entry) -> Result<(), &'static str> {
         if self.0.is_null() {
             return Err("ERR key not open");
         }
@@ -111,8 +114,8 @@ impl EntryKey {
             // No second key lookup, no free and allocation of the value box.
             // Closing the key, opened for writing, signals the modification
             // as SetValue would.
-            // SAFETY: `old` is the live Box<Entry> the key holds; nothing else
-            // borrows it during this call (the main thread runs it).
+            // SAFETY: `old` is the live Box<Entry> the key holds; `&mut self`
+            // means no reference lent by `entry()` is alive.
             unsafe { *old = entry };
             return Ok(());
         }
@@ -436,10 +439,6 @@ impl Drop for Caller {
     }
 }
 
-const fn cstr(s: &'static [u8]) -> *const c_char {
-    s.as_ptr().cast()
-}
-
 /// PUBLISH `message` on `channel` (to this node's subscribers).
 pub fn publish(ctx: &Context, channel: &RedisString, message: &RedisString) {
     // SAFETY: both strings are live for the call; PublishMessage copies what it keeps.
@@ -529,12 +528,13 @@ pub fn for_each_entry<F: FnMut(&[u8], &Entry)>(ctx: &Context, mut f: F) {
         key: *mut raw::RedisModuleKey,
         data: *mut std::ffi::c_void,
     ) {
-        crate::guard::callback((), || {
+        crate::glue::guard::callback((), || {
             // SAFETY: `data` is the `&mut F` passed to RM_Scan below, alive for
             // the scan; `key` is an open key (or NULL) valid during the call.
             let f = unsafe { &mut *data.cast::<F>() };
+            // SAFETY: RM_Scan passes a live key name for the call.
             if let Some(e) = unsafe { entry_of(key) } {
-                f(bytes_of(name), e);
+                f(unsafe { bytes_of(name) }, e);
             }
         })
     }
@@ -594,113 +594,6 @@ unsafe fn entry_ptr(key: *mut raw::RedisModuleKey) -> Option<*mut Entry> {
     }
     let value = raw::RedisModule_ModuleTypeGetValue?(key).cast::<Entry>();
     (!value.is_null()).then_some(value)
-}
-
-/// The database of the key an RDB/AOF callback is working on (0 if unknown).
-pub fn db_of_io(io: *mut raw::RedisModuleIO) -> i32 {
-    // SAFETY: `io` is the live IO context Redis passed to the callback.
-    unsafe { raw::RedisModule_GetDbIdFromIO.map_or(0, |f| f(io)) }
-}
-
-/// Emits `TCACHE.APPLY key blob` into an AOF rewrite.
-pub fn emit_aof_apply(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleString, blob: &[u8]) {
-    // SAFETY: `aof` and `key` come from the aof_rewrite callback; "sb" matches
-    // a RedisModuleString and a (pointer, length) buffer.
-    unsafe {
-        if let Some(emit) = raw::RedisModule_EmitAOF {
-            emit(
-                aof,
-                cstr(b"TCACHE.APPLY\0"),
-                cstr(b"sb\0"),
-                key,
-                blob.as_ptr().cast::<c_char>(),
-                blob.len(),
-            );
-        }
-    }
-}
-
-/// Emits `TCACHE.GATE.SET name schema [PREFIX prefix]` into an AOF rewrite.
-pub fn emit_aof_gate(
-    aof: *mut raw::RedisModuleIO,
-    name: &[u8],
-    schema: &[u8],
-    prefix: Option<&[u8]>,
-) {
-    // SAFETY: `aof` comes from the aof_rewrite callback; each "b" is a
-    // (pointer, length) buffer alive for the call, "c" a NUL-terminated string.
-    unsafe {
-        let Some(emit) = raw::RedisModule_EmitAOF else {
-            return;
-        };
-        let cmd = cstr(b"TCACHE.GATE.SET\0");
-        match prefix {
-            None => emit(
-                aof,
-                cmd,
-                cstr(b"bb\0"),
-                name.as_ptr().cast::<c_char>(),
-                name.len(),
-                schema.as_ptr().cast::<c_char>(),
-                schema.len(),
-            ),
-            Some(p) => emit(
-                aof,
-                cmd,
-                cstr(b"bbcb\0"),
-                name.as_ptr().cast::<c_char>(),
-                name.len(),
-                schema.as_ptr().cast::<c_char>(),
-                schema.len(),
-                cstr(b"PREFIX\0"),
-                p.as_ptr().cast::<c_char>(),
-                p.len(),
-            ),
-        }
-    }
-}
-
-/// Logs a warning on an RDB/AOF IO context.
-pub fn log_io_warning(io: *mut raw::RedisModuleIO, msg: &str) {
-    let msg: String = msg.chars().filter(|c| *c != '\0').collect();
-    let Ok(c) = std::ffi::CString::new(msg) else {
-        return;
-    };
-    // SAFETY: "%s" with one NUL-terminated string; `io` is the callback's IO.
-    unsafe {
-        if let Some(log) = raw::RedisModule_LogIOError {
-            log(io, cstr(b"warning\0"), cstr(b"%s\0"), c.as_ptr());
-        }
-    }
-}
-
-/// The key name and database of a type callback's option context.
-pub fn opt_ctx_key<'a>(ctx: *mut raw::RedisModuleKeyOptCtx) -> Option<(&'a [u8], i32)> {
-    // SAFETY: `ctx` is the option context of the running callback; the name it
-    // returns lives at least as long as that callback, and the slice is used
-    // only inside it.
-    unsafe {
-        let name = raw::RedisModule_GetKeyNameFromOptCtx?(ctx);
-        if name.is_null() {
-            return None;
-        }
-        let db = raw::RedisModule_GetDbIdFromOptCtx?(ctx);
-        Some((RedisString::string_as_slice(name), db))
-    }
-}
-
-/// The bytes of a string Redis handed to a callback.
-pub fn bytes_of<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
-    RedisString::string_as_slice(s)
-}
-
-/// A C string from an event name.
-pub fn event_name<'a>(p: *const c_char) -> &'a [u8] {
-    if p.is_null() {
-        return b"";
-    }
-    // SAFETY: Redis passes a NUL-terminated event name valid for the callback.
-    unsafe { CStr::from_ptr(p) }.to_bytes()
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::core::entry::Entry;
 use crate::core::index::{DbIndex, Space};
-use crate::per_db::PerDb;
-use crate::stats::IndexFigures;
+use crate::state::per_db::PerDb;
+use crate::state::stats::IndexFigures;
 
 static INDEXES: PerDb<DbIndex> = PerDb::new();
 

@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use redis_module::{raw, Context, ContextFlags, NotifyEvent, RedisString};
 
-use crate::api;
-use crate::commands::{slot_mut, Slot};
-use crate::config;
-use crate::guard;
-use crate::indexes;
-use crate::stats;
+use crate::glue::api;
+use crate::glue::guard;
+use crate::glue::slot::{slot_mut, Slot};
+use crate::state::config;
+use crate::state::indexes;
+use crate::state::stats;
 
 /// No slice to run.
 const IDLE: u8 = 0;

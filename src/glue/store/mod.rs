@@ -2,6 +2,8 @@
 //! rewrite), DEBUG DIGEST, COPY, MEMORY USAGE, and the unlink hook that keeps
 //! the index exact whenever Redis removes or overwrites a key.
 
+mod io;
+
 use std::ffi::{c_int, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,14 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use crate::api;
 use crate::core::entry::{decode, encode, Entry};
 use crate::core::index::Space;
-use crate::gates::{self, GateDef};
-use crate::guard;
-use crate::indexes;
-use crate::leases;
-use crate::seq;
+use crate::glue::guard;
+use crate::glue::raw::bytes_of;
+use crate::state::gates::{self, GateDef};
+use crate::state::indexes;
+use crate::state::leases;
+use crate::state::seq;
 
 /// RDB encoding version of the type. Each entry is one buffer: the entry
 /// codec of `core::entry` (which carries its own version byte). The aux data
@@ -62,10 +64,10 @@ unsafe fn entry<'a>(value: *const c_void) -> Option<&'a Entry> {
 
 extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
     guard::callback(ptr::null_mut(), || {
+        // SAFETY: `rdb` is the IO context of this running callback.
+        let warn = |msg: &str| unsafe { io::log_io_warning(rdb, msg) };
         if !(1..=ENCVER).contains(&encver) {
-            api::log_io_warning(
-                rdb,
-                &format!("tcache: cannot load entry encoding version {encver} (this module reads 1 to {ENCVER}); upgrade the module"),
+            warn(&format!("tcache: cannot load entry encoding version {encver} (this module reads 1 to {ENCVER}); upgrade the module"),
             );
             return ptr::null_mut();
         }
@@ -79,7 +81,7 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
                 Box::into_raw(Box::new(e)).cast()
             }
             Err(err) => {
-                api::log_io_warning(rdb, &format!("tcache: bad entry in RDB: {err}"));
+                warn(&format!("tcache: bad entry in RDB: {err}"));
                 ptr::null_mut()
             }
         }
@@ -105,7 +107,8 @@ extern "C" fn aof_rewrite(
         // (the rewrite runs in a fresh child, so the flag starts false there).
         if !GATES_EMITTED.swap(true, Ordering::Relaxed) {
             for g in gates::snapshot() {
-                api::emit_aof_gate(aof, &g.name, &g.schema, g.prefix.as_deref());
+                // SAFETY: `aof` is this aof_rewrite callback's IO context.
+                unsafe { io::emit_aof_gate(aof, &g.name, &g.schema, g.prefix.as_deref()) };
             }
         }
         // SAFETY: Redis passes a value of this type.
@@ -114,11 +117,14 @@ extern "C" fn aof_rewrite(
         };
         // An entry an invalidation killed is left out: the rewritten AOF
         // carries no tombstones, and the entry is gone for readers already.
-        if indexes::is_dead(api::db_of_io(aof), api::bytes_of(key), e) {
+        // SAFETY: `aof` and `key` are this callback's, alive while it runs.
+        let (db, name) = unsafe { (io::db_of_io(aof), bytes_of(key)) };
+        if indexes::is_dead(db, name, e) {
             return;
         }
         // Redis appends PEXPIREAT for keys with an expiry after this.
-        api::emit_aof_apply(aof, key, &encode(e));
+        // SAFETY: `aof` and `key` are this aof_rewrite callback's.
+        unsafe { io::emit_aof_apply(aof, key, &encode(e)) };
     })
 }
 
@@ -166,7 +172,9 @@ extern "C" fn copy2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) -
         };
         let copy = e.clone();
         // A copy of a dead entry is dead too, wherever it lands.
-        if let Some((key, db)) = api::opt_ctx_key(ctx) {
+        // SAFETY: `ctx` is this callback's option context; the name is used
+        // only inside the callback.
+        if let Some((key, db)) = unsafe { io::opt_ctx_key(ctx) } {
             if indexes::is_dead(db, key, e) {
                 copy.killed.set();
             }
@@ -244,11 +252,10 @@ fn load_tombs(rdb: *mut raw::RedisModuleIO) -> Result<(), redis_module::error::E
 extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int) -> c_int {
     const ERR: c_int = raw::REDISMODULE_ERR as c_int;
     guard::callback(ERR, || {
+        // SAFETY: `rdb` is the IO context of this running callback.
+        let warn = |msg: &str| unsafe { io::log_io_warning(rdb, msg) };
         if !(1..=ENCVER).contains(&encver) {
-            api::log_io_warning(
-                rdb,
-                &format!("tcache: cannot load gates of encoding {encver}"),
-            );
+            warn(&format!("tcache: cannot load gates of encoding {encver}"));
             return ERR;
         }
         let read = || -> Result<Vec<GateDef>, redis_module::error::Error> {
@@ -271,18 +278,15 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int
             return ERR;
         };
         if encver >= 2 && load_tombs(rdb).is_err() {
-            api::log_io_warning(rdb, "tcache: bad tombstones in RDB");
+            warn("tcache: bad tombstones in RDB");
             return ERR;
         }
         let refused = gates::replace_all(list);
         for (name, why) in refused {
-            api::log_io_warning(
-                rdb,
-                &format!(
-                    "tcache: gate '{}' not loaded: {why}",
-                    String::from_utf8_lossy(&name)
-                ),
-            );
+            warn(&format!(
+                "tcache: gate '{}' not loaded: {why}",
+                String::from_utf8_lossy(&name)
+            ));
         }
         raw::REDISMODULE_OK as c_int
     })
@@ -297,7 +301,9 @@ extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void)
         let Some(e) = (unsafe { entry(value) }) else {
             return;
         };
-        if let Some((key, db)) = api::opt_ctx_key(ctx) {
+        // SAFETY: `ctx` is this callback's option context; the name is used
+        // only inside the callback.
+        if let Some((key, db)) = unsafe { io::opt_ctx_key(ctx) } {
             indexes::with_db(db, |ix| {
                 // Leaving while dead (RENAME, MOVE...): stays dead where it lands.
                 if ix.dead().kills(key, e.space(), e.tags(), e.seq) {

@@ -9,12 +9,13 @@ use std::ffi::{c_char, c_int, c_void};
 
 use redis_module::{raw, Context};
 
-use crate::api::{self, EntryKey};
-use crate::blocking;
-use crate::guard;
-use crate::indexes;
-use crate::leases;
-use crate::reclaim;
+use crate::glue::api::{self, EntryKey};
+use crate::glue::blocking;
+use crate::glue::guard;
+use crate::glue::raw::{bytes_of, event_name};
+use crate::glue::reclaim;
+use crate::state::indexes;
+use crate::state::leases;
 
 /// Subscribes to everything the indexes depend on.
 pub fn subscribe(ctx: &Context) -> Result<(), &'static str> {
@@ -48,7 +49,10 @@ extern "C" fn on_keyspace_event(
 ) -> c_int {
     guard::callback((), || {
         let ctx = Context::new(ctx);
-        match api::event_name(event) {
+        // SAFETY: Redis passes a NUL-terminated event name and a live key
+        // name, both valid while this callback runs; neither slice escapes it.
+        let (event, key) = unsafe { (event_name(event), bytes_of(key)) };
+        match event {
             b"rename_to" | b"move_to" | b"copy_to" | b"restore" | b"loaded" => index_key(&ctx, key),
             b"expire" | b"persist" => refresh_expire(&ctx, key),
             _ => {}
@@ -58,8 +62,8 @@ extern "C" fn on_keyspace_event(
 }
 
 /// Reads the key as it now stands and, if it is an entry, indexes it.
-fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
-    let name = api::string(ctx, api::bytes_of(key));
+fn index_key(ctx: &Context, key: &[u8]) {
+    let name = api::string(ctx, key);
     let handle = EntryKey::open(ctx, &name);
     if let Some(e) = handle.entry() {
         let expire = handle.expire_at();
@@ -75,8 +79,8 @@ fn index_key(ctx: &Context, key: *mut raw::RedisModuleString) {
     }
 }
 
-fn refresh_expire(ctx: &Context, key: *mut raw::RedisModuleString) {
-    let name = api::string(ctx, api::bytes_of(key));
+fn refresh_expire(ctx: &Context, key: &[u8]) {
+    let name = api::string(ctx, key);
     let handle = EntryKey::open(ctx, &name);
     if handle.entry().is_some() {
         let expire = handle.expire_at();

@@ -9,15 +9,45 @@
 
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use redis_module::{raw, Context, RedisString};
+use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
 
-use crate::api;
-use crate::commands::fetch;
-use crate::guard;
-use crate::leases;
-use crate::stats;
+use crate::core::lease::Lease;
+use crate::errors;
+use crate::glue::api;
+use crate::glue::guard;
+use crate::state::leases;
+use crate::state::stats;
+
+/// How blocked FETCH callers are answered. The FETCH command installs these
+/// at load (`commands::fetch::install`), so that this glue does not depend on
+/// the commands built on it.
+pub struct Replies {
+    /// `["LEASE", token]`.
+    pub lease: fn(u64) -> RedisValue,
+    /// `["WAIT"]`.
+    pub wait: fn() -> RedisValue,
+    /// The reply FETCH would give now for the key (`None`: still waiting).
+    pub resolve: fn(&Context, &RedisString, i64) -> Option<RedisResult>,
+    /// Whether a fresh value is stored under the key.
+    pub is_stored: fn(&Context, &RedisString, i64) -> bool,
+    /// A new lease on the key (db, key, lease-ms, now), its lapse timer armed.
+    pub grant: fn(&Context, i32, &[u8], i64, i64) -> Option<Lease>,
+}
+
+static REPLIES: OnceLock<Replies> = OnceLock::new();
+
+/// Installs the FETCH replies (once, at load).
+pub fn install(replies: Replies) {
+    let _ = REPLIES.set(replies);
+}
+
+fn replies() -> Result<&'static Replies, redis_module::RedisError> {
+    REPLIES
+        .get()
+        .ok_or(redis_module::RedisError::Str(errors::INTERNAL))
+}
 
 /// A blocked client handle, used only on the main thread.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,14 +210,14 @@ extern "C" fn on_wake(
             raw::RedisModule_GetBlockedClientPrivateData
                 .and_then(|f| f(ctx.ctx).cast::<Wake>().as_ref())
         };
-        let reply = match wake {
-            Some(Wake::Lease { token }) => Ok(fetch::lease_reply(*token)),
+        let reply = replies().and_then(|r| match wake {
+            Some(Wake::Lease { token }) => Ok((r.lease)(*token)),
             Some(Wake::Resolve { key, lease_ms }) => {
                 let name = api::string(&ctx, key);
-                fetch::resolve(&ctx, &name, *lease_ms).unwrap_or_else(|| Ok(fetch::wait_reply()))
+                (r.resolve)(&ctx, &name, *lease_ms).unwrap_or_else(|| Ok((r.wait)()))
             }
-            None => Ok(fetch::wait_reply()),
-        };
+            None => Ok((r.wait)()),
+        });
         ctx.reply(reply);
         OK
     })
@@ -201,7 +231,7 @@ extern "C" fn on_timeout(
     guard::callback(ERR, || {
         let ctx = Context::new(ctx);
         stats::WAIT_TIMEOUTS.incr();
-        ctx.reply(Ok(fetch::wait_reply()));
+        ctx.reply(replies().map(|r| (r.wait)()));
         // SAFETY: inside a timeout callback Redis hands this client's handle.
         let bc = unsafe { raw::RedisModule_GetBlockedClientHandle.map(|f| f(ctx.ctx)) };
         if let Some(bc) = bc.filter(|b| !b.is_null()) {
@@ -263,20 +293,33 @@ extern "C" fn lapsed(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
         let ctx = Context::new(ctx);
         let now = api::now_ms();
         leases::prune(lapse.db, now);
-        if !api::select_db(&ctx, lapse.db) || leases::active(lapse.db, &lapse.key, now).is_some() {
-            return;
-        }
-        if fetch::is_stored(&ctx, &api::string(&ctx, &lapse.key), now) {
-            wake_all(lapse.db, &lapse.key);
-            return;
-        }
-        if let Some((handle, lease_ms)) = take_oldest(lapse.db, &lapse.key) {
-            match fetch::grant(&ctx, lapse.db, &lapse.key, lease_ms, now) {
-                Some(lease) => release(handle, Some(Wake::Lease { token: lease.token })),
-                None => release(handle, None),
-            }
+        if api::select_db(&ctx, lapse.db) {
+            hand_over(&ctx, lapse.db, &lapse.key);
         }
     })
+}
+
+/// The lease on `key` of the selected database `db` ended without a value
+/// (it lapsed, or its SET was refused): unless a newer lease exists, the
+/// waiters get the value if one is stored, else the oldest gets a new lease.
+pub fn hand_over(ctx: &Context, db: i32, key: &[u8]) {
+    let Ok(r) = replies() else {
+        return;
+    };
+    let now = api::now_ms();
+    if leases::active(db, key, now).is_some() {
+        return;
+    }
+    if (r.is_stored)(ctx, &api::string(ctx, key), now) {
+        wake_all(db, key);
+        return;
+    }
+    if let Some((handle, lease_ms)) = take_oldest(db, key) {
+        match (r.grant)(ctx, db, key, lease_ms, now) {
+            Some(lease) => release(handle, Some(Wake::Lease { token: lease.token })),
+            None => release(handle, None),
+        }
+    }
 }
 
 /// Whether this context may block (not inside MULTI, Lua or a no-blocking context).

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::core::lease::{Lease, LeaseTable, Refusal};
-use crate::per_db::PerDb;
+use crate::state::per_db::PerDb;
 
 static TABLES: PerDb<LeaseTable> = PerDb::new();
 
@@ -43,7 +43,7 @@ pub fn active(db: i32, key: &[u8], now_ms: i64) -> Option<Lease> {
 /// Grants a new lease on `key`; the caller checked there is none.
 pub fn grant(db: i32, key: &[u8], seq: u64, expires_at_ms: i64) -> Option<Lease> {
     let token = mint(key);
-    crate::stats::LEASES_GRANTED.incr();
+    crate::state::stats::LEASES_GRANTED.incr();
     with(db, |t| t.grant(key, token, seq, expires_at_ms))
 }
 
@@ -73,7 +73,7 @@ pub fn redeem(
         None => Err(Refusal::WrongToken),
     };
     if verdict.is_err() {
-        crate::stats::LEASE_SETS_REFUSED.incr();
+        crate::state::stats::LEASE_SETS_REFUSED.incr();
     }
     verdict
 }

@@ -73,7 +73,7 @@ fn run(name: &[u8], value: &[u8], count: bool) -> Result<(), RedisError> {
     };
     if let Some(verdict) = builtin {
         if verdict.is_err() && count {
-            crate::stats::GATE_REJECTIONS.incr();
+            crate::state::stats::GATE_REJECTIONS.incr();
         }
         return verdict.map_err(|r| rejection(name, r));
     }
@@ -81,13 +81,13 @@ fn run(name: &[u8], value: &[u8], count: bool) -> Result<(), RedisError> {
     let g = gates
         .get_mut(name)
         .ok_or_else(|| RedisError::String(format!("ERR no such gate '{}'", show(name))))?;
-    let verdict = g.gate.check(value, crate::config::gate_max_work());
+    let verdict = g.gate.check(value, crate::state::config::gate_max_work());
     if count {
         g.checked += 1;
         if let Err(r) = &verdict {
             g.rejected += 1;
             g.last_rejection = r.to_string();
-            crate::stats::GATE_REJECTIONS.incr();
+            crate::state::stats::GATE_REJECTIONS.incr();
         }
     }
     verdict.map_err(|r| rejection(name, r))
@@ -155,4 +155,22 @@ pub fn replace_all(list: Vec<GateDef>) -> Vec<(Vec<u8>, String)> {
     }
     *lock() = fresh;
     refused
+}
+
+/// The per-gate counters, for TCACHE.STATS.
+pub fn counters() -> Vec<(Vec<u8>, u64, u64, String)> {
+    lock()
+        .iter()
+        .map(
+            |(
+                n,
+                Registered {
+                    checked,
+                    rejected,
+                    last_rejection,
+                    ..
+                },
+            )| { (n.clone(), *checked, *rejected, last_rejection.clone()) },
+        )
+        .collect()
 }

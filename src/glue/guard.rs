@@ -31,7 +31,7 @@ pub fn callback<T>(fallback: T, body: impl FnOnce() -> T) -> T {
 macro_rules! guarded {
     ($handler:path) => {
         |ctx: &redis_module::Context, args: Vec<redis_module::RedisString>| {
-            $crate::guard::command(ctx, args, $handler)
+            $crate::glue::guard::command(ctx, args, $handler)
         }
     };
 }

@@ -1,0 +1,17 @@
+//! The Redis glue: everything that talks to the server's module API beyond
+//! what the `redis_module` crate wraps — key access, ACL checks, replication
+//! and AOF emission (`api`), the data type and its persistence (`store`),
+//! keyspace and server events, blocked clients, the reclaimer's driver,
+//! command metadata, the allocator and the panic guard. Nothing here knows
+//! the commands; the commands are built on it.
+
+pub mod alloc;
+pub mod api;
+pub mod blocking;
+pub mod command_info;
+pub mod events;
+pub mod guard;
+pub mod raw;
+pub mod reclaim;
+pub mod slot;
+pub mod store;
