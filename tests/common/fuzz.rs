@@ -95,7 +95,9 @@ pub struct Gen {
     /// Also generate characters whose code point is a multiple of 256
     /// (U+0100, U+1F600) where they end up in error texts: redis-module
     /// 2.0.8 truncates each char of an error to a byte, meets a NUL and
-    /// panics across FFI (the server aborts). Off in the suite until fixed.
+    /// panics across FFI (the server aborts). Also NUL bytes in the string
+    /// config `tcache.invalidation-channel` (the next CONFIG GET aborts).
+    /// Off in the suite until fixed.
     pub nul_error_chars: bool,
     /// Also put MOVE and COPY ... DB inside MULTI: on Valkey 9 the module
     /// indexes the moved or copied entry in the source database (VERIFY
@@ -721,7 +723,16 @@ impl Gen {
                         0 => (b"tcache.max-tags", self.int_token()),
                         1 => (b"tcache.max-tag-bytes", self.int_token()),
                         2 => (b"tcache.reclaim-budget-us", self.int_token()),
-                        _ => (b"tcache.invalidation-channel", self.tag()),
+                        _ => {
+                            let mut t = self.tag();
+                            // A NUL byte in this config aborts the server at
+                            // the next CONFIG GET (open module bug, see
+                            // tests/fuzz.rs); kept out unless asked for.
+                            if !self.nul_error_chars {
+                                t.retain(|&b| b != 0);
+                            }
+                            (b"tcache.invalidation-channel", t)
+                        }
                     };
                     vec![b"CONFIG".to_vec(), b"SET".to_vec(), name.to_vec(), value]
                 }
