@@ -5,7 +5,7 @@ Not part of `make bench` or `make test`; run it by hand:
 
     make build venv
     .venv/bin/python bench/cluster_invaltag.py [--server PATH] [--module PATH]
-        [--entries 1000000] [--rounds 3] [--shards 3] [--modes logical sync]
+        [--entries 1000000] [--rounds 3] [--shards 3] [--modes logical paused sync]
 
 Every entry is `e:<n>` (no hash tag, so the keys spread over all slots) with a
 100-byte value, ttl 3600 and 3 tags: `big` (all N entries), `t:<n % 1000>` and
@@ -24,12 +24,15 @@ Measured, per trial:
              last reply is in;
   server_s   INFO commandstats usec of TCACHE.INVALTAG on each node;
   card0_s    time until TAGCARD big (summed over the primaries) is 0;
-  reclaim_s  time until reclaim_pending is 0 on every node and DBSIZE summed
+  reclaim_s  time (from the command) until reclaim_pending is 0 on every node and DBSIZE summed
              over the nodes is 0 (the background deletes of a logical
              invalidation are over).
 
 Modes: `logical` keeps the default tcache.inval-sync-max (128), so a 1M-entry
-tag is invalidated logically and reclaimed in the background; `sync` sets
+tag is invalidated logically and reclaimed in the background; `paused` is the
+same with the reclaimer paused (tcache.reclaim-budget-us 0) until the last
+reply is in, so that the nodes' reclaimers (each keeps its event loop busy)
+do not compete for the CPUs with the replies still on their way; `sync` sets
 tcache.inval-sync-max to 1e9, so every node deletes its share inside the
 command. No replicas (a shard is one primary). All nodes run on this machine:
 with fewer cores than shards the cluster's shards share CPUs.
@@ -244,6 +247,7 @@ def trial(kind, nodes, owner, n, mode):
     for node in nodes:
         node.cmd("FLUSHALL")
         node.cmd("CONFIG", "SET", "tcache.inval-sync-max", sync_max)
+        node.cmd("CONFIG", "SET", "tcache.reclaim-budget-us", 0 if mode == "paused" else 1000)
     fill_s, per_node = fill(nodes, owner, n)
     for node in nodes:
         node.r.config_resetstat()
@@ -268,6 +272,9 @@ def trial(kind, nodes, owner, n, mode):
     for t in threads:
         t.join()
     client_s = max(done_at) - t0
+    if mode == "paused":
+        for node in nodes:
+            node.cmd("CONFIG", "SET", "tcache.reclaim-budget-us", 1000)
     removed = sum(replies)
     if removed != n:
         raise RuntimeError(f"INVALTAG replies {replies} sum to {removed}, expected {n}")
@@ -344,7 +351,8 @@ def main():
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shards", type=int, default=3)
-    ap.add_argument("--modes", nargs="+", default=["logical", "sync"], choices=["logical", "sync"])
+    ap.add_argument("--modes", nargs="+", default=["logical", "paused", "sync"],
+                    choices=["logical", "paused", "sync"])
     args = ap.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="tcache-cluster-bench-mod-")
