@@ -1015,6 +1015,10 @@ fn waiters(port: u16, seed: u64, race: bool, stop: Arc<AtomicBool>) -> WaiterSta
         let mode = if race { 2 } else { r.below(2) };
         let key = if race {
             format!("{}{}", r.pick(&["a:", "b:", "report:"]), r.below(30))
+        } else if mode == 0 {
+            // Never stored by anyone, in any database: nothing but the
+            // timeout (or a kill) can end these waits.
+            format!("wt:{}", r.below(30))
         } else {
             format!("w:{}", r.below(30))
         };
