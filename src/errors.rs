@@ -49,6 +49,7 @@ pub fn arg(e: ArgError) -> RedisError {
 }
 
 /// The crate's own error strings carry no Redis error code: give them one.
+/// The result is ready for the wire (see [`wire_text`]).
 pub fn with_code(e: RedisError) -> RedisError {
     let msg = match &e {
         RedisError::WrongArity | RedisError::WrongType => return e,
@@ -60,11 +61,36 @@ pub fn with_code(e: RedisError) -> RedisError {
     }
     let code = msg.split(' ').next().unwrap_or("");
     let has_code = !code.is_empty() && code.bytes().all(|c| c.is_ascii_uppercase());
-    if has_code {
-        e
+    let msg = if has_code {
+        msg.to_string()
     } else {
-        RedisError::String(format!("ERR {msg}"))
+        format!("ERR {msg}")
+    };
+    match wire_text(&msg) {
+        Some(w) => RedisError::String(w),
+        None if has_code => e,
+        None => RedisError::String(msg),
     }
+}
+
+/// An error text as the crate must be handed it to put the same UTF-8 bytes on
+/// the wire, or `None` when it can be handed over as it is (plain ASCII).
+///
+/// The crate writes an error reply by casting every `char` to a byte, then
+/// unwraps a C string of the result: a character such as `Ā` (U+0100) became
+/// a NUL byte and the unwrap panicked outside any guard, aborting the server
+/// (`TCACHE.GATE.CHECK Ā x`). So each byte of the UTF-8 text is passed as the
+/// `char` of the same number (which the cast turns back into that byte), and
+/// NUL bytes, which a C string cannot hold, become spaces.
+pub fn wire_text(msg: &str) -> Option<String> {
+    if msg.bytes().all(|b| b.is_ascii() && b != 0) {
+        return None;
+    }
+    Some(
+        msg.bytes()
+            .map(|b| if b == 0 { ' ' } else { char::from(b) })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -91,6 +117,25 @@ mod tests {
         assert_eq!(
             text(with_code(RedisError::Str(NOPERM_DELETE))),
             NOPERM_DELETE
+        );
+    }
+
+    #[test]
+    fn error_texts_keep_their_utf8_bytes_through_the_crate_cast() {
+        let msg = "ERR no such gate 'Ā😀\0x'";
+        let wire = wire_text(msg).unwrap_or_else(|| panic!("not ASCII"));
+        // What the crate does with it: each char cast to a byte.
+        let bytes: Vec<u8> = wire.chars().map(|c| c as u8).collect();
+        assert_eq!(bytes, "ERR no such gate 'Ā😀 x'".as_bytes());
+        assert!(!bytes.contains(&0));
+        assert_eq!(wire_text("ERR plain"), None);
+        assert_eq!(
+            text(with_code(RedisError::String("GATE g: /: \"Ā\"".into()))).into_bytes(),
+            "GATE g: /: \"Ā\""
+                .bytes()
+                .map(char::from)
+                .collect::<String>()
+                .into_bytes()
         );
     }
 

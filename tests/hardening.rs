@@ -481,3 +481,18 @@ fn gate_checks_that_would_stall_the_server_are_refused() {
     assert!(s.is_running());
     assert_verified(&mut c);
 }
+
+#[test]
+fn a_nul_byte_in_the_channel_config_is_refused() {
+    let mut s = Server::start();
+    let mut c = s.conn();
+    let r = c.cmd(&[b"CONFIG", b"SET", b"tcache.invalidation-channel", b"a\0b"]);
+    assert!(r.is_error(), "CONFIG SET with a NUL byte -> {r:?}");
+    ok(
+        c.q(&["CONFIG", "SET", "tcache.invalidation-channel", "inval:é"]),
+        "CONFIG SET",
+    );
+    let r = c.q(&["CONFIG", "GET", "tcache.invalidation-channel"]);
+    assert_eq!(r.as_array()[1].as_bytes(), "inval:é".as_bytes());
+    assert!(s.is_running(), "{}", s.log_tail());
+}

@@ -61,7 +61,10 @@ struct Waiter {
 #[derive(Default)]
 struct Registry {
     by_key: HashMap<(i32, Vec<u8>), Vec<Waiter>>,
-    key_of: HashMap<Handle, (i32, Vec<u8>)>,
+    /// Each waiter's key and its number (a handle's address can be reused by a
+    /// later waiter; the number tells a stale timeout apart).
+    key_of: HashMap<Handle, ((i32, Vec<u8>), u64)>,
+    next_number: u64,
 }
 
 static WAITERS: Mutex<Option<Registry>> = Mutex::new(None);
@@ -81,6 +84,8 @@ enum Wake {
     Resolve { key: Vec<u8>, lease_ms: i64 },
     /// The lapsed lease was handed to this waiter.
     Lease { token: u64 },
+    /// Its WAIT timeout passed.
+    TimedOut,
 }
 
 const OK: c_int = raw::REDISMODULE_OK as c_int;
@@ -88,20 +93,21 @@ const ERR: c_int = raw::REDISMODULE_ERR as c_int;
 
 /// Blocks the calling client until `key` is stored, its lease lapses (it then
 /// gets the lease), or `timeout_ms` passes. False when Redis refused to block.
+///
+/// The timeout is a module timer, not the server's: on Redis 7.0 a client
+/// whose server-side timeout passed in the event-loop iteration that also
+/// unblocked it got no reply at all (the server skips the timeout callback of
+/// an unblocked client, then drops the reply callback). With our own timer
+/// every waiter leaves through UnblockClient and its reply callback.
 pub fn block(ctx: &Context, db: i32, key: &[u8], lease_ms: i64, timeout_ms: i64) -> bool {
     // SAFETY: the callbacks have the signatures Redis expects; the returned
     // handle stays valid until we pass it to UnblockClient (exactly once).
+    // No server timeout (0); the timeout callback still serves CLIENT UNBLOCK.
     let bc = unsafe {
         let Some(block) = raw::RedisModule_BlockClient else {
             return false;
         };
-        let bc = block(
-            ctx.ctx,
-            Some(on_wake),
-            Some(on_timeout),
-            Some(free_wake),
-            timeout_ms,
-        );
+        let bc = block(ctx.ctx, Some(on_wake), Some(on_timeout), Some(free_wake), 0);
         if bc.is_null() {
             return false;
         }
@@ -111,14 +117,43 @@ pub fn block(ctx: &Context, db: i32, key: &[u8], lease_ms: i64, timeout_ms: i64)
         bc
     };
     let handle = Handle(bc as usize);
-    with_registry(|r| {
+    let number = with_registry(|r| {
+        r.next_number += 1;
         r.by_key
             .entry((db, key.to_vec()))
             .or_default()
             .push(Waiter { handle, lease_ms });
-        r.key_of.insert(handle, (db, key.to_vec()));
+        r.key_of.insert(handle, ((db, key.to_vec()), r.next_number));
+        r.next_number
     });
+    let data = Box::into_raw(Box::new((handle, number)));
+    // SAFETY: `waited` has the RedisModuleTimerProc signature and takes
+    // ownership of `data` when it fires (these timers are never stopped).
+    unsafe {
+        match raw::RedisModule_CreateTimer {
+            Some(f) => {
+                f(ctx.ctx, timeout_ms.max(1), Some(waited), data.cast());
+            }
+            None => drop(Box::from_raw(data)),
+        }
+    }
     true
+}
+
+/// A waiter's WAIT timeout passed: if it is still waiting (the same waiter,
+/// not a later one at a reused address), it is released to answer `["WAIT"]`.
+extern "C" fn waited(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+    guard::callback((), || {
+        if data.is_null() {
+            return;
+        }
+        // SAFETY: `data` is the Box<(Handle, u64)> armed by `block`, fired once.
+        let (handle, number) = *unsafe { Box::from_raw(data.cast::<(Handle, u64)>()) };
+        let current = with_registry(|r| r.key_of.get(&handle).map(|(_, n)| *n));
+        if current == Some(number) && forget(handle) {
+            release(handle, Some(Wake::TimedOut));
+        }
+    })
 }
 
 /// Releases a handle Redis gave us, with what its reply callback should do.
@@ -146,7 +181,7 @@ fn drop_waiter(handle: Handle) {
 /// Removes one handle from the registry; true if it was there.
 fn forget(handle: Handle) -> bool {
     with_registry(|r| {
-        let Some(slot) = r.key_of.remove(&handle) else {
+        let Some((slot, _)) = r.key_of.remove(&handle) else {
             return false;
         };
         if let Some(list) = r.by_key.get_mut(&slot) {
@@ -215,6 +250,10 @@ extern "C" fn on_wake(
             Some(Wake::Resolve { key, lease_ms }) => {
                 let name = api::string(&ctx, key);
                 (r.resolve)(&ctx, &name, *lease_ms).unwrap_or_else(|| Ok((r.wait)()))
+            }
+            Some(Wake::TimedOut) => {
+                stats::WAIT_TIMEOUTS.incr();
+                Ok((r.wait)())
             }
             None => Ok((r.wait)()),
         });

@@ -4,6 +4,9 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
+use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
+use redis_module::{RedisError, RedisString};
+
 use crate::core::options::{parse_i64, Limits};
 
 pub struct NumericConfig {
@@ -120,7 +123,38 @@ pub fn reclaim_budget_us() -> u64 {
 }
 
 /// `tcache.invalidation-channel`: empty means off.
-pub static INVALIDATION_CHANNEL: Mutex<String> = Mutex::new(String::new());
+pub static INVALIDATION_CHANNEL: Channel = Channel(Mutex::new(String::new()));
+
+/// The channel config's value. Unlike the crate's `Mutex<String>`, it refuses
+/// a NUL byte (the crate's CONFIG GET turned one into an abort of the server)
+/// and does not unwrap a poisoned lock.
+pub struct Channel(Mutex<String>);
+
+impl Channel {
+    fn lock(&self) -> std::sync::MutexGuard<'_, String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the channel; `Err` (and no change) for a NUL byte.
+    pub fn set_bytes(&self, v: &[u8]) -> Result<(), &'static str> {
+        if v.contains(&0) {
+            return Err("the channel name cannot hold a NUL byte");
+        }
+        *self.lock() = String::from_utf8_lossy(v).into_owned();
+        Ok(())
+    }
+}
+
+impl ConfigurationValue<RedisString> for Channel {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create_from_slice(std::ptr::null_mut(), self.lock().as_bytes())
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        self.set_bytes(val.as_slice())
+            .map_err(|e| RedisError::String(format!("ERR {e}")))
+    }
+}
 
 pub fn perm_ttl() -> i64 {
     PERM_TTL.load(Ordering::Relaxed)
@@ -128,9 +162,7 @@ pub fn perm_ttl() -> i64 {
 
 /// The channel invalidations are published on, if one is set.
 pub fn invalidation_channel() -> Option<Vec<u8>> {
-    let c = INVALIDATION_CHANNEL
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let c = INVALIDATION_CHANNEL.lock();
     (!c.is_empty()).then(|| c.as_bytes().to_vec())
 }
 
@@ -173,11 +205,9 @@ pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
         let name = String::from_utf8_lossy(name);
         let short = name.strip_prefix("tcache.").unwrap_or(&name);
         if short.eq_ignore_ascii_case("invalidation-channel") {
-            let v = String::from_utf8(raw.to_vec())
+            std::str::from_utf8(raw)
                 .map_err(|_| "invalidation-channel must be UTF-8".to_string())?;
-            *INVALIDATION_CHANNEL
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = v;
+            INVALIDATION_CHANNEL.set_bytes(raw)?;
             continue;
         }
         let cfg = NUMERIC
