@@ -265,3 +265,36 @@ def test_async_cache(server, r):
         await c.aclose()
 
     asyncio.run(main())
+
+
+def test_async_waiter_outlasts_the_read_timeout_of_a_client_from_url(server, r):
+    """A computation longer than redis-py's read timeout (5 s by default, from_url
+    included): the waiter's FETCH ... WAIT is cut under it and asked again, so the waiter
+    gets the value instead of a TimeoutError."""
+
+    async def main() -> None:
+        c = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{server.port}")
+        started = asyncio.Event()
+        release = asyncio.Event()
+        async with AsyncTCache(c, namespace="fu:") as tc:
+
+            async def slow() -> str:
+                started.set()
+                await release.wait()
+                return "computed"
+
+            holder = asyncio.create_task(tc.get_or_compute("k", slow, 60, lease_ms=60_000))
+            await asyncio.wait_for(started.wait(), 10)
+            waiter = asyncio.create_task(tc.get_or_compute("k", lambda: "second", 60, lease_ms=60_000))
+            loop = asyncio.get_running_loop()
+            # Held past the 5 s read timeout, the waiter meanwhile re-asking from within.
+            end = loop.time() + 6.5
+            while loop.time() < end:
+                assert not waiter.done() or waiter.exception() is None
+                await asyncio.sleep(0.1)
+            release.set()
+            assert await asyncio.wait_for(holder, 10) == "computed"
+            assert await asyncio.wait_for(waiter, 10) == "computed"
+        await c.aclose()
+
+    asyncio.run(main())

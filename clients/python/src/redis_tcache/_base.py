@@ -35,6 +35,11 @@ SchemaT = Union[Mapping[str, Any], str, bytes, type]
 COORDINATED_FIELD = "tcache_cluster_invalidation"
 
 
+#: The read timeout redis-py 8 applies when none is configured (seen: a blocked reply
+#: times out after 5 s on a client from ``from_url`` as on one built with no timeout).
+DEFAULT_READ_TIMEOUT_MS = 5000
+
+
 def is_cluster(client: Any) -> bool:
     return hasattr(client, "get_primaries") and hasattr(client, "nodes_manager")
 
@@ -181,6 +186,15 @@ class CacheBase:
             return dict(kw or {})
         pool = getattr(self.client, "connection_pool", None)
         return dict(getattr(pool, "connection_kwargs", {}) or {})
+
+    def round_wait(self, wait_ms: int) -> int:
+        """The server-side ``WAIT`` of one ``FETCH``: ``wait_ms``, cut to a second under the
+        connection's read timeout so that redis-py does not give up on a blocked reply
+        (``get_or_compute`` asks again after a ``WAIT``). redis-py 8 reads with a 5 s
+        timeout when none is configured, ``from_url`` included."""
+        timeout = self._conn_kwargs().get("socket_timeout")
+        limit_ms = int(float(timeout) * 1000) if timeout else DEFAULT_READ_TIMEOUT_MS
+        return max(1, min(wait_ms, max(100, limit_ms - 1000)))
 
     def node_addresses(self, nodes: list[Any]) -> list[NodeAddress]:
         kw = self._conn_kwargs()

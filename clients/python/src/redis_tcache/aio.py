@@ -366,7 +366,7 @@ class AsyncTCache(CacheBase):
         ttl = int(ttl or self.default_ttl)
         ftags = self.tags_of(tags)
         lease = int(lease_ms or self.lease_ms)
-        wait = int(wait_ms or self.wait_ms or lease)
+        wait = self.round_wait(int(wait_ms or self.wait_ms or lease))
         l1 = self.l1
         if l1 is not None:
             v = l1.get(fk)
