@@ -389,6 +389,9 @@ fn refused_with(what: &str, rdb: &[u8], line: &str) {
             "{what}: the server loaded an RDB of encoding version 3:\n{}",
             run.log()
         ),
+        LoadOutcome::RefusedThenHung { log } => {
+            panic!("{what}: the server refused the file but did not exit:\n{log}")
+        }
         LoadOutcome::Exited { status, log } => {
             // Redis 7.0 and Valkey 9 exit with status 0 here: after the
             // refusal they run their RDB checker, which does not look into

@@ -147,6 +147,11 @@ pub enum LoadOutcome {
         status: std::process::ExitStatus,
         log: String,
     },
+    /// It logged that it refuses the file ("Internal error in RDB reading"),
+    /// then did not exit: the server's own RDB checker, which it runs after
+    /// a refusal, spins on some corrupt module values (seen on Valkey 9.1.2,
+    /// in `rdbLoadCheckModuleValue` under `redis_check_rdb`). Killed.
+    RefusedThenHung { log: String },
 }
 
 /// A server started by [`start_on_rdb`]; killed and its directory removed on drop.
@@ -218,6 +223,7 @@ pub fn start_on_rdb(rdb: &[u8], tag: &str) -> LoadOutcome {
         .spawn()
         .expect("spawn server");
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused_at: Option<Instant> = None;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let mut log = std::fs::read(dir.join("server.log"))
@@ -238,6 +244,23 @@ pub fn start_on_rdb(rdb: &[u8], tag: &str) -> LoadOutcome {
                     return LoadOutcome::Loaded(Running { port, dir, child });
                 }
             }
+        }
+        let log = || {
+            std::fs::read(dir.join("server.log"))
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        if refused_at.is_none() && log().contains("Internal error in RDB reading") {
+            refused_at = Some(Instant::now());
+        }
+        // Refused, but not gone 10 s later: the checker hangs (a bound for
+        // "never", not a timing expectation).
+        if refused_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = log();
+            let _ = std::fs::remove_dir_all(&dir);
+            return LoadOutcome::RefusedThenHung { log };
         }
         if Instant::now() > deadline {
             let _ = child.kill();
