@@ -10,7 +10,7 @@
 //!   writer keeps entries, tags and the per-node indexes consistent;
 //! - kill -9 of a primary in the middle of a logical invalidation: the promoted
 //!   replica verifies and serves nothing invalidated;
-//! - (ignored, the known bug of issue 12) MIGRATE of a logically dead entry.
+//! - A logically dead entry moved by MIGRATE stays dead on the target.
 //!
 //! All tests share ONE cluster: each holds an `Arc` of it before waiting for
 //! the lock that runs them one at a time, so the cluster lives while a test
@@ -780,10 +780,12 @@ fn failover_in_the_middle_of_a_logical_invalidation_keeps_invalidated_entries_de
 }
 
 // ---------------------------------------------------------------------------
-// The known bug of issue 12
+// A dead entry that moves stays dead (issue 12, part 3, the MIGRATE case)
 // ---------------------------------------------------------------------------
 
-/// Reproducer (by hand, any two primaries of a cluster; `src` owns slot 7629 of `k`):
+/// A DUMP of an entry a pending invalidation killed carries the killed mark
+/// (rdb_save asks the index), so it stays dead where it lands. Before, it came
+/// back alive. The steps by hand (any two primaries; `src` owns slot 7629 of `k`):
 /// ```text
 /// redis-cli -p <src> CONFIG SET tcache.inval-sync-max 0
 /// redis-cli -p <src> CONFIG SET tcache.reclaim-budget-us 0        # pause the reclaimer
@@ -794,13 +796,12 @@ fn failover_in_the_middle_of_a_logical_invalidation_keeps_invalidated_entries_de
 /// redis-cli -p <src> CLUSTER SETSLOT 7629 MIGRATING <dst-id>
 /// redis-cli -p <src> MIGRATE 127.0.0.1 <dst> "" 0 5000 KEYS k    # DUMP (rdb_save) + RESTORE
 /// redis-cli -p <dst> CLUSTER SETSLOT 7629 NODE <dst-id>           # and on every other primary
-/// redis-cli -p <dst> TCACHE.GET k                                 # "old": the dead entry is alive again
+/// redis-cli -p <dst> TCACHE.GET k                                 # nil (was "old")
 /// ```
 /// `redis-cli --cluster reshard` does exactly this for every key of the slots it moves
-/// (checked by hand on Redis 7.0.15: after a 1-slot reshard the target answers "old",
-/// TAGCARD t is 1 there, and TCACHE.VERIFY is OK on both nodes, so VERIFY does not see it).
+/// (before the fix, checked by hand on Redis 7.0.15: after a 1-slot reshard the target
+/// answered "old", TAGCARD t was 1 there, and TCACHE.VERIFY was OK on both nodes).
 #[test]
-#[ignore = "issue 12: a logically dead entry dumped by MIGRATE arrives alive"]
 fn migrate_of_a_logically_dead_entry_keeps_it_dead() {
     let shared = shared_cluster();
     let cl = lock(&shared);

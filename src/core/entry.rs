@@ -316,10 +316,23 @@ impl fmt::Display for DecodeError {
 /// permission entry `[perms_len u32][perms]`, then the value (the rest of the
 /// buffer); integers little-endian.
 pub fn encode(e: &Entry) -> Vec<u8> {
+    encode_marked(e, false)
+}
+
+/// Like [`encode`], with the killed mark set also when `killed` (an entry a
+/// tombstone kills: it must stay dead wherever the bytes land).
+pub fn encode_marked(e: &Entry, killed: bool) -> Vec<u8> {
     let (tags, perms) = (e.tag_bytes(), e.perm_bytes());
     let mut out = Vec::with_capacity(30 + e.data.len());
     out.push(CODEC_VERSION);
-    out.push(e.kind as u8 | if e.killed.get() { KILLED_BIT } else { 0 });
+    out.push(
+        e.kind as u8
+            | if killed || e.killed.get() {
+                KILLED_BIT
+            } else {
+                0
+            },
+    );
     out.extend_from_slice(&e.seq.to_le_bytes());
     out.extend_from_slice(&e.stale_at_ms.to_le_bytes());
     out.extend_from_slice(&e.tags_len.to_le_bytes());

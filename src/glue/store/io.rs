@@ -121,3 +121,20 @@ pub unsafe fn opt_ctx_key<'a>(ctx: *mut raw::RedisModuleKeyOptCtx) -> Option<(&'
         Some((RedisString::string_as_slice(name), db))
     }
 }
+
+/// The name of the key an RDB/AOF callback is working on, when the server
+/// says (DUMP, MIGRATE, RDB save all do).
+///
+/// # Safety
+/// `io` must be the live IO context of the running callback, and the name
+/// must not be used after that callback returns.
+pub unsafe fn key_of_io<'a>(io: *mut raw::RedisModuleIO) -> Option<&'a [u8]> {
+    // SAFETY: the caller's promise; the server owns the returned string.
+    unsafe {
+        let name = raw::RedisModule_GetKeyNameFromIO?(io);
+        if name.is_null() {
+            return None;
+        }
+        Some(RedisString::string_as_slice(name))
+    }
+}

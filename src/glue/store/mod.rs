@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redis_module::native_types::RedisType;
 use redis_module::raw;
 
-use crate::core::entry::{decode, encode, Entry};
+use crate::core::entry::{decode, encode, encode_marked, Entry};
 use crate::core::index::Space;
 use crate::glue::guard;
 use crate::glue::raw::bytes_of;
@@ -91,9 +91,17 @@ extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_vo
 extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
     guard::callback((), || {
         // SAFETY: Redis passes a value of this type.
-        if let Some(e) = unsafe { entry(value) } {
-            raw::save_slice(rdb, &encode(e));
-        }
+        let Some(e) = (unsafe { entry(value) }) else {
+            return;
+        };
+        // An entry a pending invalidation killed carries the killed mark, so
+        // that a DUMP (MIGRATE, resharding, RESTORE elsewhere) keeps it dead on
+        // a node that has no tombstone for it.
+        // SAFETY: `rdb` is this callback's IO context; the key name lives
+        // while it runs.
+        let dead = unsafe { io::key_of_io(rdb) }
+            .is_some_and(|key| indexes::is_dead(unsafe { io::db_of_io(rdb) }, key, e));
+        raw::save_slice(rdb, &encode_marked(e, dead));
     })
 }
 
