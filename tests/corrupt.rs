@@ -447,8 +447,14 @@ fn corrupt_module_data_in_an_rdb_file_is_refused_with_a_log_line() {
             }
             LoadOutcome::Exited { status, log } => {
                 use std::os::unix::process::ExitStatusExt as _;
+                // A change that makes the server's own RDB parser read a key
+                // twice ends in its own panic ("Duplicated key found in RDB
+                // file", SIGABRT) before any module code runs: the server
+                // refusing the file its way, not a module crash.
+                let servers_own_refusal = log.contains("Duplicated key found in RDB file");
                 assert!(
-                    status.signal().is_none() && !log.contains("crashed by signal"),
+                    servers_own_refusal
+                        || (status.signal().is_none() && !log.contains("crashed by signal")),
                     "round {round} (byte {at} changed): the server crashed: {status}\n{log}"
                 );
                 assert!(

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
-use redis_module::{RedisError, RedisString};
+use redis_module::{raw, RedisError, RedisString};
 
 use crate::core::options::{parse_i64, Limits};
 
@@ -123,16 +123,31 @@ pub fn reclaim_budget_us() -> u64 {
 }
 
 /// `tcache.invalidation-channel`: empty means off.
-pub static INVALIDATION_CHANNEL: Channel = Channel(Mutex::new(String::new()));
+pub static INVALIDATION_CHANNEL: Channel = Channel {
+    value: Mutex::new(String::new()),
+    shown: Mutex::new(Shown(std::ptr::null_mut())),
+};
 
 /// The channel config's value. Unlike the crate's `Mutex<String>`, it refuses
-/// a NUL byte (the crate's CONFIG GET turned one into an abort of the server)
-/// and does not unwrap a poisoned lock.
-pub struct Channel(Mutex<String>);
+/// a NUL byte (the crate's CONFIG GET turned one into an abort of the server),
+/// does not unwrap a poisoned lock, and does not leak the string CONFIG GET
+/// reads (the server does not free what a getter returns: the module keeps
+/// it, here until the next read).
+pub struct Channel {
+    value: Mutex<String>,
+    shown: Mutex<Shown>,
+}
+
+/// The string the last CONFIG GET was given.
+struct Shown(*mut raw::RedisModuleString);
+
+// SAFETY: configs are read and written on the main thread only (the server
+// holds its lock around every config callback); the pointer is never shared.
+unsafe impl Send for Shown {}
 
 impl Channel {
     fn lock(&self) -> std::sync::MutexGuard<'_, String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.value.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sets the channel; `Err` (and no change) for a NUL byte.
@@ -147,7 +162,23 @@ impl Channel {
 
 impl ConfigurationValue<RedisString> for Channel {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        RedisString::create_from_slice(std::ptr::null_mut(), self.lock().as_bytes())
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        let value = self.lock();
+        // SAFETY: a new string of `value`'s bytes (no context: not auto-freed),
+        // owned by `shown` from here. `old` is the string the previous read
+        // handed out, which the server used only during that CONFIG GET; it is
+        // freed once.
+        unsafe {
+            let fresh = raw::RedisModule_CreateString.map_or(std::ptr::null_mut(), |f| {
+                f(std::ptr::null_mut(), value.as_ptr().cast(), value.len())
+            });
+            let old = std::mem::replace(&mut shown.0, fresh);
+            if let (false, Some(free)) = (old.is_null(), raw::RedisModule_FreeString) {
+                free(std::ptr::null_mut(), old);
+            }
+        }
+        // The server reads this one and leaves it to us (freed on the next read).
+        RedisString::from_redis_module_string(std::ptr::null_mut(), shown.0)
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
