@@ -224,7 +224,7 @@ def fill(nodes, owner, n):
     def run(node):
         try:
             pipe(node, b"".join(streams[id(node)]))
-        except Exception as e:  # reported below
+        except (OSError, RuntimeError) as e:  # reported below
             errors.append(e)
     threads = [threading.Thread(target=run, args=(node,)) for node in nodes]
     for t in threads:
