@@ -336,8 +336,8 @@ class Tracker:
                 self._changed.wait(left)
         return True
 
-    def close(self) -> None:
-        self._stop.set()
+    def _shut_down_sockets(self) -> list[socket.socket]:
+        """Shuts every tracking socket down (each reader thread then sees its end)."""
         with self._lock:
             socks = list(self._socks.values())
         for s in socks:
@@ -345,6 +345,11 @@ class Tracker:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        return socks
+
+    def close(self) -> None:
+        self._stop.set()
+        for s in self._shut_down_sockets():
             s.close()
         for t in self._threads:
             t.join(timeout=2)
@@ -353,13 +358,7 @@ class Tracker:
 
     def kill_connections(self) -> None:
         """Break every tracking connection (tests): the L1 is flushed, then they reconnect."""
-        with self._lock:
-            socks = list(self._socks.values())
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._shut_down_sockets()
 
     def client_ids(self) -> list[int]:
         """Server-side ids of the tracking connections (``CLIENT ID``)."""
