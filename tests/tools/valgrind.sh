@@ -42,11 +42,14 @@ free_port() {
 	return 1
 }
 
-# Starts the server under valgrind and waits for PONG. Returns 0 when up,
+# Starts the server under valgrind (with the module, or "without-module" for
+# the control run) and waits for PONG. Returns 0 when up,
 # 2 when the port was taken in between (the caller retries on another one),
 # 3 when valgrind cannot run the server on this machine (an instruction its
 # CPU emulation does not know: nothing to do with the module), 1 otherwise.
 start_server() {
+	local load=(--loadmodule "$module")
+	[ "${1:-}" = "without-module" ] && load=()
 	rm -f "$dir"/valgrind.*.log "$dir/server.log" "$dir/stdio.log"
 	port=$(free_port) || return 1
 	valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite \
@@ -56,7 +59,7 @@ start_server() {
 		--log-file="$dir/valgrind.%p.log" \
 		"$server" --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
 		--enable-debug-command yes --logfile "$dir/server.log" \
-		--loadmodule "$module" >"$dir/stdio.log" 2>&1 </dev/null &
+		"${load[@]}" >"$dir/stdio.log" 2>&1 </dev/null &
 	vg=$!
 	# Start-up under valgrind takes a while (the module's debug info is large).
 	local deadline=$((SECONDS + 300))
@@ -85,8 +88,20 @@ for attempt in 1 2 3; do
 		echo "valgrind: SKIPPED: valgrind $(valgrind --version) cannot emulate an instruction this machine's server or libc uses (see the log above); the module was not checked"
 		exit 0
 	fi
-	if [ "$rc" != 2 ] || [ "$attempt" = 3 ]; then exit 1; fi
-	echo "valgrind: port taken, retrying on another"
+	if [ "$rc" = 1 ]; then
+		# Does valgrind run this server at all here, without the module?
+		echo "valgrind: control start without the module:"
+		crc=0
+		start_server without-module || crc=$?
+		cleanup
+		if [ "$crc" = 0 ]; then echo "valgrind: the server runs without the module, so the module is at fault"; exit 1; fi
+		if [ "$crc" = 1 ] || [ "$crc" = 3 ]; then
+			echo "valgrind: SKIPPED: valgrind cannot run $server on this machine even without the module (logs above); the module was not checked"
+			exit 0
+		fi
+	fi
+	if [ "$attempt" = 3 ]; then exit 1; fi
+	echo "valgrind: retrying on another port"
 done
 echo "valgrind: server up on port $port after $(( $(date +%s) - start )) s (logs in $dir)"
 
