@@ -20,6 +20,8 @@ pub const NOPERM_GATE: &str =
     "NOPERM this user has no permissions to write every key the gate governs";
 pub const NOPERM_RESET: &str =
     "NOPERM this user has no permissions to reset statistics (TCACHE.STATS RESET needs CONFIG RESETSTAT)";
+pub const CLUSTER_WIDE_CANNOT_BLOCK: &str =
+    "ERR in cluster mode this invalidation is cluster-wide and waits for every node: it cannot run inside MULTI or a script";
 pub const APPLY_RESERVED: &str = "ERR TCACHE.APPLY is reserved for replication and AOF loading";
 
 /// Tag or permission lists over 4 GB (far beyond the configured limits).

@@ -15,13 +15,13 @@ mod state;
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{raw, redis_module, AclCategory, Context, ModuleOptions, RedisString, Status};
 
-use commands::{admin, cache, fast, fetch, gate, inval, perm, query};
+use commands::{admin, cache, cluster, fast, fetch, gate, inval, perm, query};
 use glue::store::ENTRY_TYPE;
 use glue::{api, command_info, events};
 use state::config;
 use state::config::{
-    GATE_MAX_WORK_CFG, INVALIDATION_CHANNEL, INVAL_SYNC_MAX_CFG, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG,
-    MAX_VALUE_BYTES_CFG, PERM_TTL_CFG, RECLAIM_BUDGET_US_CFG,
+    CLUSTER_TIMEOUT_MS_CFG, GATE_MAX_WORK_CFG, INVALIDATION_CHANNEL, INVAL_SYNC_MAX_CFG,
+    MAX_TAGS_CFG, MAX_TAG_BYTES_CFG, MAX_VALUE_BYTES_CFG, PERM_TTL_CFG, RECLAIM_BUDGET_US_CFG,
 };
 
 // Memory goes through the Redis allocator so that `used_memory` and `maxmemory`
@@ -50,6 +50,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     fetch::install();
+    cluster::install(ctx);
     if let Err(e) = events::subscribe(ctx) {
         ctx.log_warning(&format!("tcache: {e}"));
         return Status::Err;
@@ -88,11 +89,11 @@ redis_module! {
         // TCACHE.TAGS key
         ["tcache.tags", guarded!(cache::tags), "readonly fast", 1, 1, 1, ""],
         // TCACHE.INVALTAG tag [tag ...]
-        ["tcache.invaltag", guarded!(inval::invaltag), "write", 0, 0, 0, ""],
+        ["tcache.invaltag", guarded!(cluster::invaltag), "write", 0, 0, 0, ""],
         // TCACHE.APPLYINVAL seq TAG|ROLE|PREFIX name [name ...] (replication and AOF only)
         ["tcache.applyinval", guarded!(inval::applyinval), "write", 0, 0, 0, ""],
         // TCACHE.INVALPREFIX prefix
-        ["tcache.invalprefix", guarded!(inval::invalprefix), "write", 0, 0, 0, ""],
+        ["tcache.invalprefix", guarded!(cluster::invalprefix), "write", 0, 0, 0, ""],
         // TCACHE.TAGCARD tag
         ["tcache.tagcard", guarded!(query::tagcard), "readonly", 0, 0, 0, ""],
         // TCACHE.TAGSCAN tag cursor [COUNT count]
@@ -106,7 +107,7 @@ redis_module! {
         // TCACHE.FETCH key lease-ms [WAIT timeout-ms]
         ["tcache.fetch", guarded!(fetch::fetch), "write", 1, 1, 1, ""],
         // TCACHE.STALETAG tag [tag ...]
-        ["tcache.staletag", guarded!(fetch::staletag), "write", 0, 0, 0, ""],
+        ["tcache.staletag", guarded!(cluster::staletag), "write", 0, 0, 0, ""],
         // TCACHE.GATE.SET name schema [PREFIX prefix]
         ["tcache.gate.set", guarded!(gate::set), "write deny-oom", 0, 0, 0, ""],
         // TCACHE.GATE.GET name
@@ -124,9 +125,9 @@ redis_module! {
         // PERM.INVALUSER key [key ...]
         ["perm.invaluser", guarded!(perm::invaluser), "write", 1, -1, 1, ""],
         // PERM.INVALROLE role [role ...]
-        ["perm.invalrole", guarded!(perm::invalrole), "write", 0, 0, 0, ""],
+        ["perm.invalrole", guarded!(cluster::invalrole), "write", 0, 0, 0, ""],
         // PERM.INVALALL
-        ["perm.invalall", guarded!(perm::invalall), "write", 0, 0, 0, ""],
+        ["perm.invalall", guarded!(cluster::invalall), "write", 0, 0, 0, ""],
     ],
     configurations: [
         i64: [
@@ -137,6 +138,7 @@ redis_module! {
             ["inval-sync-max", INVAL_SYNC_MAX_CFG.value, INVAL_SYNC_MAX_CFG.default, INVAL_SYNC_MAX_CFG.min, INVAL_SYNC_MAX_CFG.max, ConfigurationFlags::DEFAULT, None],
             ["reclaim-budget-us", RECLAIM_BUDGET_US_CFG.value, RECLAIM_BUDGET_US_CFG.default, RECLAIM_BUDGET_US_CFG.min, RECLAIM_BUDGET_US_CFG.max, ConfigurationFlags::DEFAULT, None],
             ["gate-max-work", GATE_MAX_WORK_CFG.value, GATE_MAX_WORK_CFG.default, GATE_MAX_WORK_CFG.min, GATE_MAX_WORK_CFG.max, ConfigurationFlags::DEFAULT, None],
+            ["cluster-timeout-ms", CLUSTER_TIMEOUT_MS_CFG.value, CLUSTER_TIMEOUT_MS_CFG.default, CLUSTER_TIMEOUT_MS_CFG.min, CLUSTER_TIMEOUT_MS_CFG.max, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
             ["invalidation-channel", &INVALIDATION_CHANNEL, "", ConfigurationFlags::DEFAULT, None],

@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod api;
 pub mod blocking;
+pub mod cluster;
 pub mod command_info;
 pub mod events;
 pub mod guard;

@@ -104,7 +104,24 @@ pub fn gate_max_work() -> u64 {
     u64::try_from(GATE_MAX_WORK.load(Ordering::Relaxed)).unwrap_or(0)
 }
 
-pub const NUMERIC: [&NumericConfig; 7] = [
+/// How long a cluster-wide invalidation waits for every slot owner to confirm
+/// before it answers with an error naming the slots not confirmed.
+pub static CLUSTER_TIMEOUT_MS: AtomicI64 = AtomicI64::new(5000);
+
+pub const CLUSTER_TIMEOUT_MS_CFG: NumericConfig = NumericConfig {
+    name: "cluster-timeout-ms",
+    value: &CLUSTER_TIMEOUT_MS,
+    default: 5000,
+    min: 10,
+    max: 3_600_000,
+    memory: false,
+};
+
+pub fn cluster_timeout_ms() -> i64 {
+    CLUSTER_TIMEOUT_MS.load(Ordering::Relaxed)
+}
+
+pub const NUMERIC: [&NumericConfig; 8] = [
     &MAX_TAGS_CFG,
     &MAX_TAG_BYTES_CFG,
     &MAX_VALUE_BYTES_CFG,
@@ -112,6 +129,7 @@ pub const NUMERIC: [&NumericConfig; 7] = [
     &INVAL_SYNC_MAX_CFG,
     &RECLAIM_BUDGET_US_CFG,
     &GATE_MAX_WORK_CFG,
+    &CLUSTER_TIMEOUT_MS_CFG,
 ];
 
 pub fn inval_sync_max() -> usize {
