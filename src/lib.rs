@@ -13,7 +13,7 @@ mod glue;
 mod state;
 
 use redis_module::configuration::ConfigurationFlags;
-use redis_module::{raw, redis_module, AclCategory, Context, ModuleOptions, RedisString, Status};
+use redis_module::{raw, redis_module, AclCategory, Context, RedisString, Status};
 
 use commands::{admin, cache, cluster, fast, fetch, gate, inval, perm, query};
 use glue::store::ENTRY_TYPE;
@@ -42,8 +42,8 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     // A short read or a bad opcode in our part of an RDB file or a RESTORE
     // payload must refuse that value, not abort the server: every load in
     // `store` checks `RedisModule_IsIOError` (the crate's `raw::load_*` do).
-    ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
     api::detect_server(ctx);
+    api::set_module_options(ctx);
     let raw_args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
     if let Err(e) = config::apply_module_args(&raw_args) {
         ctx.log_warning(&format!("tcache: {e}"));

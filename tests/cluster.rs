@@ -1068,6 +1068,145 @@ fn migrate_of_a_logically_dead_entry_keeps_it_dead() {
 }
 
 #[test]
+fn a_key_in_flight_during_an_invalidation_arrives_dead() {
+    // The race: the target applies the invalidation before the key arrives,
+    // the source after the key left. Made deterministic by making the source
+    // deaf to module messages until the key has moved.
+    let shared = shared_cluster();
+    let cl = lock(&shared);
+    let primaries = cl.primaries();
+    let (src, dst, coord) = (primaries[0], primaries[1], primaries[2]);
+    let _timeout = cl.config_set_all("tcache.cluster-timeout-ms", "20000");
+    let slot = *cl.slots_of(src).last().unwrap();
+    let k = key_in_slot("fly:", slot, ":k");
+    let tag = format!("fly-{}", slot_tag(slot));
+    let mut s = cl.conn(src);
+    assert!(s
+        .q(&["TCACHE.SET", &k, "old", "1000", "TAGS", &tag])
+        .is_ok());
+    let remembered = |p: u16| -> i64 {
+        let info = cl.conn(p).q(&["INFO", "tcache"]);
+        info.as_str()
+            .lines()
+            .find_map(|l| l.strip_prefix("tcache_cluster_remembered:"))
+            .map_or(-1, |v| v.trim().parse().unwrap_or(-1))
+    };
+    let before = remembered(dst);
+    assert!(s
+        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", MODULE_MESSAGES])
+        .is_ok());
+    let mut waiting = cl.conn(coord);
+    waiting.send_q(&["TCACHE.INVALTAG", &tag]);
+    wait_until(Duration::from_secs(20), "the target to apply", || {
+        remembered(dst) > before
+    });
+    // Now the key moves, before the source hears of the invalidation.
+    let (src_id, dst_id) = (cl.id_of(src).to_string(), cl.id_of(dst).to_string());
+    let slot_s = slot.to_string();
+    let mut d = cl.conn(dst);
+    assert!(d
+        .q(&["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &src_id])
+        .is_ok());
+    assert!(s
+        .q(&["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &dst_id])
+        .is_ok());
+    let dst_s = dst.to_string();
+    let r = s.q(&["MIGRATE", "127.0.0.1", &dst_s, "", "0", "5000", "KEYS", &k]);
+    assert!(r.is_ok(), "MIGRATE -> {r:?}");
+    assert!(s.q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", "-1"]).is_ok());
+    let reply = waiting.read();
+    assert!(matches!(reply, Value::Int(_)), "INVALTAG -> {reply:?}");
+    for p in cl.primaries() {
+        let r = cl
+            .conn(p)
+            .q(&["CLUSTER", "SETSLOT", &slot_s, "NODE", &dst_id]);
+        assert!(r.is_ok(), "SETSLOT NODE on {p} -> {r:?}");
+    }
+    cl.wait_stable();
+    let got = d.q(&["TCACHE.GET", &k]);
+    let card = d.q(&["TCACHE.TAGCARD", &tag]);
+    let _ = d.q(&["DEL", &k]);
+    assert!(
+        got.is_nil(),
+        "TCACHE.GET {k} on the target -> {got:?}: it moved while INVALTAG ran"
+    );
+    assert_eq!(card, Value::Int(0), "TAGCARD {tag} on the target");
+    cl.verify_all();
+}
+
+#[test]
+fn atomic_slot_migration_keeps_indexes_exact_and_invalidations_whole() {
+    let shared = shared_cluster();
+    let cl = lock(&shared);
+    if cl.kind() != "valkey" {
+        eprintln!("skipped: CLUSTER MIGRATESLOTS (atomic slot migration) is Valkey 9's");
+        return;
+    }
+    let primaries = cl.primaries();
+    let (from, to) = (primaries[0], primaries[1]);
+    let moving: Vec<u16> = cl.slots_of(from)[..64].to_vec();
+    let keys: Vec<String> = moving
+        .iter()
+        .flat_map(|&s| (0..8).map(move |i| key_in_slot("asm:", s, format!(":{i}"))))
+        .collect();
+    // A writer keeps writing tagged entries to the moving slots throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, keys) = (stop.clone(), keys.clone());
+        let mut router = cl.router();
+        thread::spawn(move || {
+            let mut written: BTreeSet<String> = BTreeSet::new();
+            let mut n = 0usize;
+            while !stop.load(Ordering::SeqCst) || n < keys.len() {
+                let key = &keys[n % keys.len()];
+                let value = format!("w{n}");
+                let r = router.q(&["TCACHE.SET", key, &value, "1000", "TAGS", "asm", "asm-all"]);
+                assert!(r.is_ok(), "TCACHE.SET {key} -> {r:?}");
+                written.insert(key.clone());
+                n += 1;
+            }
+            (written, n)
+        })
+    };
+    let to_id = cl.id_of(to).to_string();
+    let (a, b) = (moving[0].to_string(), moving[moving.len() - 1].to_string());
+    let r = cl.conn(from).q(&[
+        "CLUSTER",
+        "MIGRATESLOTS",
+        "SLOTSRANGE",
+        &a,
+        &b,
+        "NODE",
+        &to_id,
+    ]);
+    assert!(r.is_ok(), "CLUSTER MIGRATESLOTS -> {r:?}");
+    cl.wait_for("the migration to finish", |cl| {
+        moving.iter().all(|s| cl.slot_owner(*s) == to)
+    });
+    stop.store(true, Ordering::SeqCst);
+    let (written, n) = match writer.join() {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e),
+    };
+    eprintln!(
+        "atomic slot migration of {} slots under {n} writes",
+        moving.len()
+    );
+    cl.wait_stable();
+    cl.wait_for("the source to drop the moved keys", |cl| {
+        cl.conn(from).q(&["TCACHE.TAGCARD", "asm-all"]).as_int() == 0
+    });
+    cl.verify_all();
+    assert_eq!(cl.tagcard_sum("asm-all"), written.len() as i64);
+    // One invalidation reaches every moved entry.
+    let r = cl.conn(primaries[2]).q(&["TCACHE.INVALTAG", "asm"]);
+    assert_eq!(r, Value::Int(written.len() as i64), "INVALTAG asm");
+    let dead: Vec<String> = written.into_iter().collect();
+    assert_unreadable_everywhere(&cl, &dead);
+    cl.verify_all();
+}
+
+#[test]
 fn local_key_slots_match_redis() {
     // Known values (redis.io cluster spec, and CLUSTER KEYSLOT on a 7.0 node).
     assert_eq!(key_slot(b"foo"), 12182);

@@ -152,9 +152,10 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_in
             "local"
         };
         raw::add_info_field_str(ctx, "cluster_invalidation", mode);
-        let (in_flight, remembered) = crate::state::cluster::figures();
+        let (in_flight, remembered, recent) = crate::state::cluster::figures();
         raw::add_info_field_unsigned_long_long(ctx, "cluster_inflight", in_flight as u64);
         raw::add_info_field_unsigned_long_long(ctx, "cluster_remembered", remembered as u64);
+        raw::add_info_field_unsigned_long_long(ctx, "cluster_recent", recent as u64);
         // tcache_gates: one dictionary field per gate, e.g.
         // tcache_gate_report:checked=10,rejected=2 (names made INFO-safe).
         raw::add_info_section(ctx, Some("gates"));

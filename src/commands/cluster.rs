@@ -17,15 +17,20 @@ pub fn install(ctx: &Context) {
     cluster::install(ctx, apply_local);
 }
 
-/// The command on this node only.
+/// The command on this node only; in cluster mode the node remembers it for
+/// a while (see `glue::cluster::recently_invalidated`).
 fn apply_local(ctx: &Context, kind: OpKind, args: Vec<RedisString>) -> RedisResult {
-    match kind {
+    let names: Vec<Vec<u8>> = args.iter().skip(1).map(|a| a.as_slice().to_vec()).collect();
+    let reply = match kind {
         OpKind::InvalTag => inval::invaltag(ctx, args),
         OpKind::StaleTag => fetch::staletag(ctx, args),
         OpKind::InvalPrefix => inval::invalprefix(ctx, args),
         OpKind::InvalRole => perm::invalrole(ctx, args),
         OpKind::InvalAll => perm::invalall(ctx, args),
-    }
+    }?;
+    let names: Vec<&[u8]> = names.iter().map(|n| n.as_slice()).collect();
+    cluster::note_applied(kind, &names);
+    Ok(reply)
 }
 
 fn wide(ctx: &Context, kind: OpKind, args: Vec<RedisString>) -> RedisResult {

@@ -447,6 +447,81 @@ impl Applied {
     }
 }
 
+/// The invalidations a node applied lately, in cluster mode. A key can be in
+/// flight while an invalidation runs (MIGRATE moves it after the target
+/// applied and before the source did): an entry that arrives by RESTORE while
+/// an invalidation that names it is recent arrives dead. Entries written after
+/// the invalidation and moved within the window die too: over-invalidation,
+/// bounded in time.
+#[derive(Default)]
+pub struct Recent {
+    tags: HashMap<Vec<u8>, i64>,
+    roles: HashMap<Vec<u8>, i64>,
+    prefixes: Vec<(Vec<u8>, i64)>,
+    /// PERM.INVALALL: when, 0 for never.
+    all_roles: i64,
+}
+
+impl Recent {
+    /// Notes that `kind` with `names` (its arguments) was applied at `now_ms`.
+    pub fn note(&mut self, kind: OpKind, names: &[&[u8]], now_ms: i64) {
+        match kind {
+            OpKind::InvalTag => {
+                for n in names {
+                    self.tags.insert(n.to_vec(), now_ms);
+                }
+            }
+            OpKind::InvalRole => {
+                for n in names {
+                    self.roles.insert(n.to_vec(), now_ms);
+                }
+            }
+            OpKind::InvalPrefix => {
+                for n in names {
+                    self.prefixes.retain(|(p, _)| p != n);
+                    self.prefixes.push((n.to_vec(), now_ms));
+                }
+            }
+            OpKind::InvalAll => self.all_roles = now_ms,
+            // Stale marks are soft: an entry moved in keeps its own.
+            OpKind::StaleTag => {}
+        }
+    }
+
+    /// Forgets what is older than `keep_ms`.
+    pub fn prune(&mut self, now_ms: i64, keep_ms: i64) {
+        let fresh = |at: &i64| now_ms - *at < keep_ms;
+        self.tags.retain(|_, at| fresh(at));
+        self.roles.retain(|_, at| fresh(at));
+        self.prefixes.retain(|(_, at)| fresh(at));
+        if !fresh(&self.all_roles) {
+            self.all_roles = 0;
+        }
+    }
+
+    /// Whether a recent invalidation names an entry stored under `key`
+    /// with `labels` (tags of a cache entry, roles of a permission entry).
+    pub fn names<'a>(
+        &self,
+        perm: bool,
+        key: &[u8],
+        mut labels: impl Iterator<Item = &'a [u8]>,
+    ) -> bool {
+        if self.prefixes.iter().any(|(p, _)| key.starts_with(p)) {
+            return true;
+        }
+        if perm {
+            self.all_roles != 0 || labels.any(|r| self.roles.contains_key(r))
+        } else {
+            labels.any(|t| self.tags.contains_key(t))
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tags.len() + self.roles.len() + self.prefixes.len() + usize::from(self.all_roles != 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,6 +544,37 @@ mod tests {
             (5461, 10922, id(b'b')),
             (10923, 16383, id(b'c')),
         ])
+    }
+
+    #[test]
+    fn recent_invalidations_name_arrivals_until_they_age_out() {
+        let mut r = Recent::default();
+        let tags = |v: &'static [&'static [u8]]| v.iter().copied();
+        r.note(OpKind::InvalTag, &[b"t1", b"t2"], 1000);
+        r.note(OpKind::InvalPrefix, &[b"user:"], 1000);
+        r.note(OpKind::InvalRole, &[b"admin"], 1000);
+        r.note(OpKind::StaleTag, &[b"soft"], 1000);
+        assert!(r.names(false, b"k", tags(&[b"x", b"t2"])));
+        assert!(!r.names(false, b"k", tags(&[b"x", b"soft"])));
+        assert!(r.names(false, b"user:1", tags(&[])));
+        assert!(r.names(true, b"p:1", tags(&[b"admin"])));
+        assert!(
+            !r.names(true, b"p:1", tags(&[b"t1"])),
+            "a role is not a tag"
+        );
+        assert!(
+            !r.names(false, b"p:1", tags(&[b"admin"])),
+            "a tag is not a role"
+        );
+        r.note(OpKind::InvalAll, &[], 1500);
+        assert!(r.names(true, b"p:2", tags(&[b"anyone"])));
+        assert_eq!(r.len(), 5);
+        r.prune(2000, 1000);
+        assert_eq!(r.len(), 1, "only INVALALL (1500) is younger than 1 s");
+        assert!(!r.names(false, b"k", tags(&[b"t1"])));
+        r.prune(2500, 1000);
+        assert_eq!(r.len(), 0);
+        assert!(!r.names(true, b"p:2", tags(&[b"anyone"])));
     }
 
     #[test]

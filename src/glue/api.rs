@@ -29,6 +29,28 @@ pub fn detect_server(ctx: &Context) {
     SERVER_IS_VALKEY.store(valkey, Ordering::Relaxed);
 }
 
+/// Valkey 9's `VALKEYMODULE_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION` (not in the
+/// crate's header): without it Valkey refuses `CLUSTER MIGRATESLOTS`.
+const VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION: c_int = 1 << 5;
+
+/// Sets the module options: IO errors are ours to handle (a corrupt RDB or
+/// RESTORE payload is refused, not an abort); on Valkey, atomic slot
+/// migration is supported (keys of a slot being imported are indexed like
+/// any arrival, and the import stream's TCACHE.APPLY is accepted). Call
+/// after [`detect_server`].
+pub fn set_module_options(ctx: &Context) {
+    let mut options = redis_module::ModuleOptions::HANDLE_IO_ERRORS.bits();
+    if SERVER_IS_VALKEY.load(Ordering::Relaxed) {
+        options |= VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION;
+    }
+    // SAFETY: SetModuleOptions only records the bits for this module.
+    unsafe {
+        if let Some(f) = raw::RedisModule_SetModuleOptions {
+            f(ctx.ctx, options);
+        }
+    }
+}
+
 /// A binary-safe Redis string (the crate's `create_string` stops at NUL bytes).
 pub fn string(ctx: &Context, b: &[u8]) -> RedisString {
     RedisString::create_from_slice(ctx.ctx, b)

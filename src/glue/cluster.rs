@@ -70,6 +70,43 @@ pub fn install(ctx: &Context, apply: ApplyFn) {
     }
 }
 
+/// How long a node remembers an invalidation it applied, so that an entry
+/// moved in meanwhile arrives dead: twice the coordination timeout, at least
+/// 10 s (a key can only be in flight while the command runs).
+fn recent_keep_ms() -> i64 {
+    (2 * config::cluster_timeout_ms()).max(10_000)
+}
+
+/// Notes an invalidation applied here (cluster mode only).
+pub fn note_applied(kind: OpKind, names: &[&[u8]]) {
+    if !coordinated() {
+        return;
+    }
+    let now = api::now_ms();
+    registry::with(|c| {
+        c.recent.prune(now, recent_keep_ms());
+        c.recent.note(kind, names, now);
+    });
+}
+
+/// Whether an entry that just arrived by RESTORE (MIGRATE, resharding) is
+/// named by an invalidation applied here lately (cluster mode only): it
+/// may have left its source before the source applied it.
+pub fn recently_invalidated<'a>(
+    perm: bool,
+    key: &[u8],
+    labels: impl Iterator<Item = &'a [u8]>,
+) -> bool {
+    if !coordinated() {
+        return false;
+    }
+    let now = api::now_ms();
+    registry::with(|c| {
+        c.recent.prune(now, recent_keep_ms());
+        c.recent.names(perm, key, labels)
+    })
+}
+
 /// Whether invalidations are coordinated across the cluster (INFO).
 pub fn coordinated() -> bool {
     CLUSTER_MODE.load(Ordering::Relaxed)

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::core::cluster::{Applied, OpId, OpKind, Progress};
+use crate::core::cluster::{Applied, OpId, OpKind, Progress, Recent};
 
 /// One cluster-wide command in flight on its coordinator.
 pub struct Pending {
@@ -27,6 +27,7 @@ pub struct Coordinator {
     pub applied: Applied,
     /// A resend timer is scheduled.
     pub ticking: bool,
+    pub recent: Recent,
 }
 
 static STATE: Mutex<Option<Coordinator>> = Mutex::new(None);
@@ -41,11 +42,15 @@ pub fn with<R>(f: impl FnOnce(&mut Coordinator) -> R) -> R {
 }
 
 /// For INFO: (commands this node coordinates that wait for confirmations,
-/// requests of other coordinators it remembers). Never waits for the lock.
-pub fn figures() -> (usize, usize) {
+/// requests of other coordinators it remembers, recent invalidation names
+/// kept for entries in flight). Never waits for the lock.
+pub fn figures() -> (usize, usize, usize) {
     STATE
         .try_lock()
         .ok()
-        .and_then(|g| g.as_ref().map(|c| (c.pending.len(), c.applied.len())))
-        .unwrap_or((0, 0))
+        .and_then(|g| {
+            g.as_ref()
+                .map(|c| (c.pending.len(), c.applied.len(), c.recent.len()))
+        })
+        .unwrap_or((0, 0, 0))
 }
