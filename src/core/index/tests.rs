@@ -202,6 +202,7 @@ fn tag_scan_returns_every_stable_key_once() {
     for i in 0..(99 - round) {
         assert!(seen.contains(&format!("k{i}")), "k{i} missed");
     }
+    assert_eq!(ix.check(), Ok(()));
 }
 
 #[test]
