@@ -20,8 +20,9 @@ use glue::store::ENTRY_TYPE;
 use glue::{api, command_info, events};
 use state::config;
 use state::config::{
-    CLUSTER_TIMEOUT_MS_CFG, GATE_MAX_WORK_CFG, INVALIDATION_CHANNEL, INVAL_SYNC_MAX_CFG,
-    MAX_TAGS_CFG, MAX_TAG_BYTES_CFG, MAX_VALUE_BYTES_CFG, PERM_TTL_CFG, RECLAIM_BUDGET_US_CFG,
+    CLUSTER_TIMEOUT_MS_CFG, GATE_MAX_WORK_CFG, INVALIDATION_CHANNEL, INVALIDATION_CHANNEL_DEFAULT,
+    INVALIDATION_CHANNEL_NAME, INVAL_SYNC_MAX_CFG, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG,
+    MAX_VALUE_BYTES_CFG, PERM_TTL_CFG, RECLAIM_BUDGET_US_CFG,
 };
 
 // Memory goes through the Redis allocator so that `used_memory` and `maxmemory`
@@ -130,21 +131,24 @@ redis_module! {
         ["perm.invalall", guarded!(cluster::invalall), "write", 0, 0, 0, ""],
     ],
     configurations: [
+        // Names, defaults, ranges and flags are declared once, in `state::config`.
         i64: [
-            ["max-tags", MAX_TAGS_CFG.value, MAX_TAGS_CFG.default, MAX_TAGS_CFG.min, MAX_TAGS_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["max-tag-bytes", MAX_TAG_BYTES_CFG.value, MAX_TAG_BYTES_CFG.default, MAX_TAG_BYTES_CFG.min, MAX_TAG_BYTES_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["max-value-bytes", MAX_VALUE_BYTES_CFG.value, MAX_VALUE_BYTES_CFG.default, MAX_VALUE_BYTES_CFG.min, MAX_VALUE_BYTES_CFG.max, ConfigurationFlags::MEMORY, None],
-            ["perm-ttl", PERM_TTL_CFG.value, PERM_TTL_CFG.default, PERM_TTL_CFG.min, PERM_TTL_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["inval-sync-max", INVAL_SYNC_MAX_CFG.value, INVAL_SYNC_MAX_CFG.default, INVAL_SYNC_MAX_CFG.min, INVAL_SYNC_MAX_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["reclaim-budget-us", RECLAIM_BUDGET_US_CFG.value, RECLAIM_BUDGET_US_CFG.default, RECLAIM_BUDGET_US_CFG.min, RECLAIM_BUDGET_US_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["gate-max-work", GATE_MAX_WORK_CFG.value, GATE_MAX_WORK_CFG.default, GATE_MAX_WORK_CFG.min, GATE_MAX_WORK_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["cluster-timeout-ms", CLUSTER_TIMEOUT_MS_CFG.value, CLUSTER_TIMEOUT_MS_CFG.default, CLUSTER_TIMEOUT_MS_CFG.min, CLUSTER_TIMEOUT_MS_CFG.max, ConfigurationFlags::DEFAULT, None],
+            [MAX_TAGS_CFG.name, MAX_TAGS_CFG.value, MAX_TAGS_CFG.default, MAX_TAGS_CFG.min, MAX_TAGS_CFG.max, MAX_TAGS_CFG.flags, None],
+            [MAX_TAG_BYTES_CFG.name, MAX_TAG_BYTES_CFG.value, MAX_TAG_BYTES_CFG.default, MAX_TAG_BYTES_CFG.min, MAX_TAG_BYTES_CFG.max, MAX_TAG_BYTES_CFG.flags, None],
+            [MAX_VALUE_BYTES_CFG.name, MAX_VALUE_BYTES_CFG.value, MAX_VALUE_BYTES_CFG.default, MAX_VALUE_BYTES_CFG.min, MAX_VALUE_BYTES_CFG.max, MAX_VALUE_BYTES_CFG.flags, None],
+            [PERM_TTL_CFG.name, PERM_TTL_CFG.value, PERM_TTL_CFG.default, PERM_TTL_CFG.min, PERM_TTL_CFG.max, PERM_TTL_CFG.flags, None],
+            [INVAL_SYNC_MAX_CFG.name, INVAL_SYNC_MAX_CFG.value, INVAL_SYNC_MAX_CFG.default, INVAL_SYNC_MAX_CFG.min, INVAL_SYNC_MAX_CFG.max, INVAL_SYNC_MAX_CFG.flags, None],
+            [RECLAIM_BUDGET_US_CFG.name, RECLAIM_BUDGET_US_CFG.value, RECLAIM_BUDGET_US_CFG.default, RECLAIM_BUDGET_US_CFG.min, RECLAIM_BUDGET_US_CFG.max, RECLAIM_BUDGET_US_CFG.flags, None],
+            [GATE_MAX_WORK_CFG.name, GATE_MAX_WORK_CFG.value, GATE_MAX_WORK_CFG.default, GATE_MAX_WORK_CFG.min, GATE_MAX_WORK_CFG.max, GATE_MAX_WORK_CFG.flags, None],
+            [CLUSTER_TIMEOUT_MS_CFG.name, CLUSTER_TIMEOUT_MS_CFG.value, CLUSTER_TIMEOUT_MS_CFG.default, CLUSTER_TIMEOUT_MS_CFG.min, CLUSTER_TIMEOUT_MS_CFG.max, CLUSTER_TIMEOUT_MS_CFG.flags, None],
         ],
         string: [
-            ["invalidation-channel", &INVALIDATION_CHANNEL, "", ConfigurationFlags::DEFAULT, None],
+            [INVALIDATION_CHANNEL_NAME, &INVALIDATION_CHANNEL, INVALIDATION_CHANNEL_DEFAULT, ConfigurationFlags::DEFAULT, None],
         ],
         bool: [],
         enum: [],
+        // Load arguments are applied by `config::apply_module_args` in `init`
+        // (why not by the crate: see there).
         module_args_as_configuration: false,
     ]
 }

@@ -31,7 +31,10 @@ pub fn verify(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let (rebuilt, dead) = rebuild(ctx);
         let (live, queued) =
             indexes::with_db(db, |ix| (ix.snapshot(), ix.dead_keys())).unwrap_or_default();
-        if let Some(d) = verify::diff(db, &live, &rebuilt) {
+        if let Some(d) = verify::diff(db, &live.entries, &rebuilt) {
+            problems.push(d);
+        }
+        if let Some(d) = verify::corruption(db, &live.corruption) {
             problems.push(d);
         }
         if let Some(d) = verify::diff_dead(db, &queued, &dead) {
