@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from . import exceptions as _exceptions  # noqa: F401  (installs the GATE error class)
+from . import exceptions as _exceptions  # noqa: F401  (installs the GATE and UNCONFIRMED error classes)
 
 __all__ = [
     "CALLBACKS",
