@@ -66,6 +66,13 @@ impl SlotSet {
         out
     }
 
+    /// Adds the slots that are in both `a` and `b`.
+    fn add_common(&mut self, a: &SlotSet, b: &SlotSet) {
+        for (i, byte) in self.0.iter_mut().enumerate() {
+            *byte |= a.0[i] & b.0[i];
+        }
+    }
+
     /// Inclusive ranges, in order.
     pub fn ranges(&self) -> Vec<(u16, u16)> {
         let mut out: Vec<(u16, u16)> = Vec::new();
@@ -368,10 +375,7 @@ impl Progress {
             range.insert_range(*a, *b);
             match self.answers.get(owner) {
                 Some(ans) => {
-                    let covered = range.minus(&range.minus(&ans.owned));
-                    for (x, y) in covered.ranges() {
-                        confirmed.insert_range(x, y);
-                    }
+                    confirmed.add_common(&range, &ans.owned);
                     if !range.minus(&ans.owned).is_empty() && !ask.contains(owner) {
                         ask.push(*owner);
                     }
@@ -399,11 +403,15 @@ impl Default for Progress {
 }
 
 /// What a node remembers of the requests it applied, so that a resent one is
-/// answered without counting twice.
+/// answered without counting twice. Bounded by time: a request is kept
+/// `keep_ms` after it first came (the caller makes that longer than any
+/// coordinator resends it), and forgotten in arrival order.
 #[derive(Default)]
 pub struct Applied {
-    /// op -> (count so far, slots owned when last applied, when first seen, ms)
-    ops: HashMap<OpId, (i64, SlotSet, i64)>,
+    /// op -> (count so far, fingerprint of the slots owned when last applied)
+    ops: HashMap<OpId, (i64, u64)>,
+    /// (first seen ms, op), oldest first.
+    order: std::collections::VecDeque<(i64, OpId)>,
 }
 
 /// What to do with a request.
@@ -415,29 +423,46 @@ pub enum Decision {
     Answer(i64),
 }
 
-impl Applied {
-    /// How long a node remembers a request, ms: far longer than any
-    /// coordinator resends it.
-    pub const KEEP_MS: i64 = 10 * 60 * 1000;
+impl SlotSet {
+    /// A fingerprint (FNV-1a) of the set, to tell whether it changed.
+    pub fn fingerprint(&self) -> u64 {
+        self.0.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+}
 
+impl Applied {
     pub fn decide(&self, op: &OpId, owned: &SlotSet) -> Decision {
         match self.ops.get(op) {
-            Some((count, was, _)) if was == owned => Decision::Answer(*count),
+            Some((count, was)) if *was == owned.fingerprint() => Decision::Answer(*count),
             _ => Decision::Apply,
         }
     }
 
     /// Records an application that counted `count` more entries; returns the
-    /// total for this op.
-    pub fn applied(&mut self, op: OpId, count: i64, owned: SlotSet, now_ms: i64) -> i64 {
-        self.ops
-            .retain(|_, (_, _, at)| now_ms - *at < Self::KEEP_MS);
-        let e = self
-            .ops
-            .entry(op)
-            .or_insert((0, SlotSet::default(), now_ms));
+    /// total for this op. Forgets requests first seen `keep_ms` ago or more.
+    pub fn applied(
+        &mut self,
+        op: OpId,
+        count: i64,
+        owned: &SlotSet,
+        now_ms: i64,
+        keep_ms: i64,
+    ) -> i64 {
+        while let Some(&(at, old)) = self.order.front() {
+            if now_ms - at < keep_ms {
+                break;
+            }
+            self.order.pop_front();
+            self.ops.remove(&old);
+        }
+        let e = self.ops.entry(op).or_insert_with(|| {
+            self.order.push_back((now_ms, op));
+            (0, 0)
+        });
         e.0 += count;
-        e.1 = owned;
+        e.1 = owned.fingerprint();
         e.0
     }
 
@@ -728,22 +753,30 @@ mod tests {
         };
         let owned = set(&[(0, 5460)]);
         assert_eq!(a.decide(&op, &owned), Decision::Apply);
-        assert_eq!(a.applied(op, 4, owned.clone(), 1000), 4);
+        assert_eq!(a.applied(op, 4, &owned, 1000, 60_000), 4);
         assert_eq!(a.decide(&op, &owned), Decision::Answer(4));
         let more = set(&[(0, 5461)]);
         assert_eq!(a.decide(&op, &more), Decision::Apply);
-        assert_eq!(a.applied(op, 1, more.clone(), 2000), 5);
+        assert_eq!(a.applied(op, 1, &more, 2000, 60_000), 5);
         assert_eq!(a.decide(&op, &more), Decision::Answer(5));
-        // Forgotten after KEEP_MS.
-        a.applied(
-            OpId {
-                node: id(b'y'),
-                n: 1,
-            },
-            0,
-            more,
-            1000 + Applied::KEEP_MS,
+        // Forgotten keep_ms after it first came, oldest first.
+        let later = OpId {
+            node: id(b'y'),
+            n: 1,
+        };
+        a.applied(later, 0, &more, 30_000, 60_000);
+        assert_eq!(a.len(), 2);
+        let last = OpId {
+            node: id(b'y'),
+            n: 2,
+        };
+        a.applied(last, 0, &more, 61_000, 60_000);
+        assert_eq!(
+            a.len(),
+            2,
+            "the first op (seen at 1000) is forgotten at 61000"
         );
-        assert_eq!(a.len(), 1);
+        assert_eq!(a.decide(&op, &more), Decision::Apply);
+        assert_eq!(a.decide(&later, &more), Decision::Answer(0));
     }
 }

@@ -77,6 +77,12 @@ fn recent_keep_ms() -> i64 {
     (2 * config::cluster_timeout_ms()).max(10_000)
 }
 
+/// How long a node remembers a request it applied, to answer a resent one
+/// from memory: a coordinator resends for at most its timeout.
+fn remember_ms() -> i64 {
+    (2 * config::cluster_timeout_ms()).max(60_000)
+}
+
 /// Notes an invalidation applied here (cluster mode only).
 pub fn note_applied(kind: OpKind, names: &[&[u8]]) {
     if !coordinated() {
@@ -360,9 +366,9 @@ fn on_request(
         Decision::Answer(n) => Ok(n),
         Decision::Apply => match apply_remote(ctx, kind, user, args) {
             Ok(n) => {
-                let now = api::now_ms();
+                let (now, keep) = (api::now_ms(), remember_ms());
                 Ok(registry::with(|c| {
-                    c.applied.applied(op, n, owned.clone(), now)
+                    c.applied.applied(op, n, &owned, now, keep)
                 }))
             }
             Err(text) => Err(text.into_bytes()),
