@@ -338,7 +338,7 @@ def print_table(trials):
         print(f"{name:26} {spread([t['client_s'] for t in ts]):>24} "
               f"{spread([max(t['server_s']) for t in ts]):>24} "
               f"{spread([t['card0_s'] for t in ts]):>22} {spread([t['reclaim_s'] for t in ts]):>24}")
-    print("medians over the rounds (min-max); client = the slowest node's reply for the cluster")
+    print("medians over the rounds (min-max); cluster: one INVALTAG to one primary, which coordinates the others; server ms is that node's own command time")
 
 
 # ---------------------------------------------------------------- main
