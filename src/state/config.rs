@@ -114,13 +114,15 @@ pub fn gate_max_work() -> u64 {
 }
 
 /// How long a cluster-wide invalidation waits for every slot owner to confirm
-/// before it answers with an error naming the slots not confirmed.
+/// before it answers with an error naming the slots not confirmed. Below the
+/// 5 s read timeout clients often default to (redis-py 8), so that they see
+/// that error rather than their own timeout.
 pub static CLUSTER_TIMEOUT_MS: AtomicI64 = AtomicI64::new(CLUSTER_TIMEOUT_MS_CFG.default);
 
 pub const CLUSTER_TIMEOUT_MS_CFG: NumericConfig = NumericConfig {
     name: "cluster-timeout-ms",
     value: &CLUSTER_TIMEOUT_MS,
-    default: 5000,
+    default: 3000,
     min: 10,
     max: 3_600_000,
     flags: ConfigurationFlags::DEFAULT,
