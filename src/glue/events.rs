@@ -55,8 +55,9 @@ extern "C" fn on_keyspace_event(
         // name, both valid while this callback runs; neither slice escapes it.
         let (event, key) = unsafe { (event_name(event), bytes_of(key)) };
         match event {
-            b"restore" => index_key(&ctx, key, true),
-            b"rename_to" | b"move_to" | b"copy_to" | b"loaded" => index_key(&ctx, key, false),
+            b"restore" => index_key(&ctx, key, true, api::selected_db(&ctx)),
+            b"loaded" => index_key(&ctx, key, false, api::selected_db(&ctx)),
+            b"rename_to" | b"move_to" | b"copy_to" => index_landed(&ctx, key),
             b"expire" | b"persist" => refresh_expire(&ctx, key),
             _ => {}
         }
@@ -64,10 +65,42 @@ extern "C" fn on_keyspace_event(
     raw::REDISMODULE_OK as c_int
 }
 
-/// Reads the key as it now stands and, if it is an entry, indexes it. An
+/// A key landed under a new name or in another database (RENAME, MOVE, COPY).
+///
+/// Valkey 9 (seen on 9.1.2): for MOVE and COPY ... DB inside MULTI, this
+/// callback's context opens keys in the target database, but
+/// RM_GetSelectedDb answers the client's (the source), even after SelectDb.
+/// So the number is not trusted here: the database the key landed in is the
+/// one that holds it as an entry no index has yet, tried first at the number
+/// given, then in every database.
+fn index_landed(ctx: &Context, key: &[u8]) {
+    let here = api::selected_db(ctx);
+    let name = api::string(ctx, key);
+    let landed = |db: i32| {
+        api::select_db(ctx, db)
+            && indexes::with_db(db, |ix| !ix.contains(key)).unwrap_or(false)
+            && EntryKey::open(ctx, &name).entry().is_some()
+    };
+    if landed(here) {
+        index_key(ctx, key, false, here);
+    } else {
+        let mut db = 0;
+        while api::select_db(ctx, db) {
+            if db != here && landed(db) {
+                index_key(ctx, key, false, db);
+                break;
+            }
+            db += 1;
+        }
+    }
+    api::select_db(ctx, here);
+}
+
+/// Reads the key as it now stands and, if it is an entry, indexes it in
+/// database `db` (the one the context opens keys in). An
 /// entry `restored` (MIGRATE, resharding) that a recent cluster-wide
 /// invalidation names arrives dead (see `cluster::recently_invalidated`).
-fn index_key(ctx: &Context, key: &[u8], restored: bool) {
+fn index_key(ctx: &Context, key: &[u8], restored: bool, db: i32) {
     let name = api::string(ctx, key);
     let handle = EntryKey::open(ctx, &name);
     if let Some(e) = handle.entry() {
@@ -75,7 +108,6 @@ fn index_key(ctx: &Context, key: &[u8], restored: bool) {
             e.killed.set();
         }
         let expire = handle.expire_at();
-        let db = api::selected_db(ctx);
         if indexes::index_arrival(db, name.as_slice(), e, expire) == Some(true) {
             // Written before a pending invalidation that kills it.
             reclaim::start(ctx);

@@ -17,6 +17,11 @@ impl DbIndex {
         self.keys.is_empty()
     }
 
+    /// Whether `key` is indexed (live or dead).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.keys.contains_key(key)
+    }
+
     pub fn tag_count(&self) -> usize {
         self.tags.len()
     }
