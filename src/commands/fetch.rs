@@ -1,14 +1,14 @@
 //! Stampede protection: TCACHE.FETCH (hit, lease, wait, stale) and
 //! TCACHE.STALETAG (soft invalidation).
 
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, RedisString, RedisValue};
 
 use super::{bytes, key_names, keys_with_any, read, slot_mut, Slot};
 use crate::core::entry::{encode, Entry};
 use crate::core::index::Space;
 use crate::core::lease::Lease;
 use crate::core::options::parse_in_range;
-use crate::errors;
+use crate::errors::{Error, NoPerm, Reply};
 use crate::glue::api::{self, Caller, EntryKey};
 use crate::glue::blocking;
 use crate::state::leases;
@@ -63,12 +63,12 @@ pub fn is_stored(ctx: &Context, name: &RedisString, now_ms: i64) -> bool {
 
 /// The answer to a FETCH of `name` right now, or `None` when the caller must
 /// wait for another caller's lease.
-pub fn resolve(ctx: &Context, name: &RedisString, lease_ms: i64) -> Option<RedisResult> {
+pub fn resolve(ctx: &Context, name: &RedisString, lease_ms: i64) -> Option<Reply> {
     let db = api::selected_db(ctx);
     let now = api::now_ms();
     let key = ctx.open_key(name);
     match read(ctx, name.as_slice(), &key) {
-        Slot::Other => Some(Err(errors::wrongtype())),
+        Slot::Other => Some(Err(Error::WrongType)),
         Slot::Entry(e) if !is_stale(e, now) => Some(Ok(RedisValue::Array(vec![
             word("HIT"),
             RedisValue::StringBuffer(e.value().to_vec()),
@@ -95,17 +95,17 @@ pub fn resolve(ctx: &Context, name: &RedisString, lease_ms: i64) -> Option<Redis
 }
 
 /// TCACHE.FETCH key lease-ms [WAIT timeout-ms]
-pub fn fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn fetch(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() != 3 && args.len() != 5 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
-    let lease_ms = parse_in_range(args[2].as_slice(), 1, MAX_MS).map_err(errors::arg)?;
+    let lease_ms = parse_in_range(args[2].as_slice(), 1, MAX_MS)?;
     let mut wait_ms = None;
     if args.len() == 5 {
         if !args[3].as_slice().eq_ignore_ascii_case(b"WAIT") {
-            return Err(RedisError::Str(errors::SYNTAX));
+            return Err(Error::Syntax);
         }
-        wait_ms = Some(parse_in_range(args[4].as_slice(), 1, MAX_MS).map_err(errors::arg)?);
+        wait_ms = Some(parse_in_range(args[4].as_slice(), 1, MAX_MS)?);
     }
     match resolve(ctx, &args[1], lease_ms) {
         Some(reply) => {
@@ -143,9 +143,9 @@ pub fn fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 /// TCACHE.STALETAG tag [tag ...]: marks the live entries carrying any of the
 /// tags stale; they stay servable as stale by FETCH until their native expiry.
-pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() < 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let tags = bytes(&args[1..]);
     let db = api::selected_db(ctx);
@@ -153,7 +153,7 @@ pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let names = key_names(ctx, &keys);
     if let Some(caller) = Caller::current(ctx) {
         if !names.iter().all(|n| caller.may_update(n)) {
-            return Err(RedisError::Str(errors::NOPERM_UPDATE));
+            return Err(Error::NoPerm(NoPerm::Update));
         }
     }
     let now = api::now_ms();

@@ -8,12 +8,12 @@
 //! deletes them in short slices afterwards (see `reclaim`). Replicas and the
 //! AOF get `TCACHE.APPLYINVAL` for the logical step, then the deletions.
 
-use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, ContextFlags, RedisString, RedisValue};
 
 use super::cache::delete_indexed;
 use super::{bytes, key_names};
 use crate::core::index::{DbIndex, Id, Key, Space};
-use crate::errors;
+use crate::errors::{Error, NoPerm, Reply};
 use crate::glue::api::{self, Caller};
 use crate::glue::reclaim;
 use crate::state::config;
@@ -67,9 +67,9 @@ impl Target<'_> {
 }
 
 /// TCACHE.INVALTAG tag [tag ...]
-pub fn invaltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn invaltag(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() < 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let tags = bytes(&args[1..]);
     let db = api::selected_db(ctx);
@@ -80,9 +80,9 @@ pub fn invaltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// TCACHE.INVALPREFIX prefix
-pub fn invalprefix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn invalprefix(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() != 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let db = api::selected_db(ctx);
     let reply = invalidate(ctx, Target::Prefix(args[1].as_slice()))?;
@@ -93,9 +93,9 @@ pub fn invalprefix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 /// Kills every live entry `target` names in the selected database; replies
 /// with how many.
-pub fn invalidate(ctx: &Context, target: Target) -> RedisResult {
+pub fn invalidate(ctx: &Context, target: Target) -> Reply {
     let db = api::selected_db(ctx);
-    let busy = || RedisError::Str(errors::INDEX_BUSY);
+    let busy = || Error::IndexBusy;
     // Prefix ids are collected here (memory work only, no deletes); a label's
     // size is its member count.
     let (size, prefix_ids) = indexes::with_db(db, |ix| match &target {
@@ -126,30 +126,29 @@ pub fn invalidate(ctx: &Context, target: Target) -> RedisResult {
 
 /// TCACHE.APPLYINVAL seq TAG|ROLE|PREFIX name [name ...] — how a logical
 /// invalidation reaches replicas and the AOF. The deletions follow as DELs.
-pub fn applyinval(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn applyinval(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() < 4 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let flags = ctx.get_flags();
     if !flags.intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
-        return Err(RedisError::Str(errors::APPLY_RESERVED));
+        return Err(Error::ApplyReserved);
     }
     let seq = std::str::from_utf8(args[1].as_slice())
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|&n| n <= seq::MAX_SEQ)
-        .ok_or(RedisError::Str("ERR bad invalidation sequence"))?;
+        .ok_or(Error::BadInvalSeq)?;
     let names = bytes(&args[3..]);
     let target = match args[2].as_slice() {
         b"TAG" => Target::Labels(Space::Tags, names),
         b"ROLE" => Target::Labels(Space::Roles, names),
         b"PREFIX" if names.len() == 1 => Target::Prefix(names[0]),
-        _ => return Err(RedisError::Str(errors::SYNTAX)),
+        _ => return Err(Error::Syntax),
     };
     let _ = seq::observe(seq); // checked against MAX_SEQ above
     let db = api::selected_db(ctx);
-    indexes::with_db(db, |ix| target.kill(ix, None, seq))
-        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    indexes::with_db(db, |ix| target.kill(ix, None, seq)).ok_or(Error::IndexBusy)?;
     indexes::note_tombs();
     reclaim::start(ctx);
     Ok(RedisValue::SimpleStringStatic("OK"))
@@ -169,10 +168,10 @@ pub fn publish(ctx: &Context, kind: &[u8], names: &[&[u8]]) {
 }
 
 /// NOPERM unless the caller may delete every one of `names`.
-fn check_may_delete(ctx: &Context, names: &[RedisString]) -> Result<(), RedisError> {
+fn check_may_delete(ctx: &Context, names: &[RedisString]) -> Result<(), Error> {
     if let Some(caller) = Caller::current(ctx) {
         if !names.iter().all(|n| caller.may_delete(n)) {
-            return Err(RedisError::Str(errors::NOPERM_DELETE));
+            return Err(Error::NoPerm(NoPerm::Delete));
         }
     }
     Ok(())
@@ -180,13 +179,13 @@ fn check_may_delete(ctx: &Context, names: &[RedisString]) -> Result<(), RedisErr
 
 /// Checks every key first (NOPERM and nothing deleted if one is refused), then
 /// deletes, replicates the deletions and counts them.
-pub fn delete_all(ctx: &Context, keys: &[Key]) -> RedisResult {
+pub fn delete_all(ctx: &Context, keys: &[Key]) -> Reply {
     // The index lock is released here: deletes re-enter it through unlink.
     let names = key_names(ctx, keys);
     check_may_delete(ctx, &names)?;
     let mut deleted = Vec::with_capacity(names.len());
     for name in names {
-        if delete_indexed(ctx, &name)? {
+        if delete_indexed(ctx, &name) {
             deleted.push(name);
         }
     }
