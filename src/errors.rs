@@ -5,6 +5,7 @@
 //! carried inside and given their code here.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use redis_module::{RedisError, RedisValue};
 
@@ -89,8 +90,28 @@ impl From<ArgError> for Error {
 
 impl From<Error> for RedisError {
     fn from(e: Error) -> RedisError {
-        let text: Cow<'static, str> = match e {
-            Error::WrongArity => return RedisError::WrongArity,
+        if let Error::WrongArity = e {
+            return RedisError::WrongArity;
+        }
+        match e.text() {
+            Cow::Borrowed(s) => RedisError::Str(s),
+            Cow::Owned(s) => RedisError::String(wire_text(&s).unwrap_or(s)),
+        }
+    }
+}
+
+/// The reply text (for `WrongArity`, without the command name the server adds).
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl Error {
+    /// The reply, starting with its Redis error code.
+    fn text(&self) -> Cow<'static, str> {
+        match self {
+            Error::WrongArity => "ERR wrong number of arguments".into(),
             Error::WrongType => {
                 "WRONGTYPE Operation against a key holding the wrong kind of value".into()
             }
@@ -127,12 +148,12 @@ impl From<Error> for RedisError {
                  (TCACHE.STATS RESET needs CONFIG RESETSTAT)"
                     .into()
             }
-            Error::Gate { gate, why } => format!("GATE {}: {why}", lossy(&gate)).into(),
+            Error::Gate { gate, why } => format!("GATE {}: {why}", lossy(gate)).into(),
             Error::Perm(why) => format!("GATE perm: {why}").into(),
-            Error::NoSuchGate(name) => format!("ERR no such gate '{}'", lossy(&name)).into(),
+            Error::NoSuchGate(name) => format!("ERR no such gate '{}'", lossy(name)).into(),
             Error::BuiltinGate(name) => format!(
                 "ERR gate '{}' is built in and cannot be changed",
-                lossy(&name)
+                lossy(name)
             )
             .into(),
             Error::InvalidSchema(GateError::InvalidSchema(why)) => {
@@ -152,10 +173,6 @@ impl From<Error> for RedisError {
                 format!("ERR index differs from entries: {}", problems.join("; ")).into()
             }
             Error::Internal => "ERR internal error".into(),
-        };
-        match text {
-            Cow::Borrowed(s) => RedisError::Str(s),
-            Cow::Owned(s) => RedisError::String(wire_text(&s).unwrap_or(s)),
         }
     }
 }
@@ -222,6 +239,7 @@ mod tests {
             RedisError::from(Error::WrongArity),
             RedisError::WrongArity
         ));
+        assert_eq!(Error::InvalidCursor.to_string(), "ERR invalid cursor");
     }
 
     #[test]
