@@ -259,7 +259,7 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> Reply {
         let dead = indexes::index_arrival(db, name, e, expire_at.unwrap_or(NO_EXPIRE))
             .ok_or(Error::IndexBusy)?;
         if dead {
-            crate::glue::reclaim::start(ctx);
+            crate::glue::invalidation::reclaim_soon(ctx);
         }
     }
     drop(key);

@@ -429,6 +429,12 @@ pub fn may_delete_any_key(ctx: &Context) -> bool {
     may_on_prefix(ctx, b"", KeyAccess::Write)
 }
 
+/// Whether the current user may delete every one of `names` (one user
+/// lookup, one check a key). Internal clients (AOF, master) may.
+pub fn may_delete_all(ctx: &Context, names: &[RedisString]) -> bool {
+    Caller::current(ctx).is_none_or(|caller| names.iter().all(|n| caller.may_delete(n)))
+}
+
 impl Drop for Caller {
     fn drop(&mut self) {
         // SAFETY: the user was returned by GetModuleUserFromUserName and is freed once.
