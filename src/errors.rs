@@ -60,6 +60,22 @@ pub enum Error {
     IndexDiffers(Vec<String>),
     /// A bug caught before it could crash the server.
     Internal,
+    /// A cluster-wide invalidation inside MULTI or a script (it must block).
+    ClusterWideCannotBlock,
+    /// A cluster-wide invalidation asked for a user this node does not have.
+    UnknownUser(Vec<u8>),
+    /// The owners of some slots did not confirm a cluster-wide invalidation
+    /// in time: the command, the timeout and the slot ranges.
+    Unconfirmed {
+        command: &'static str,
+        timeout_ms: i64,
+        slots: String,
+    },
+    /// CLIENT UNBLOCK of a client waiting for a cluster-wide invalidation.
+    UnblockedUnconfirmed,
+    /// An error another node answered, relayed as it came (its text, written
+    /// by this conversion there, starts with its code).
+    Relayed(String),
 }
 
 /// What a user without the permission was refused.
@@ -173,6 +189,29 @@ impl Error {
                 format!("ERR index differs from entries: {}", problems.join("; ")).into()
             }
             Error::Internal => "ERR internal error".into(),
+            Error::ClusterWideCannotBlock => {
+                "ERR in cluster mode this invalidation is cluster-wide and waits for every node: \
+                 it cannot run inside MULTI or a script"
+                    .into()
+            }
+            Error::UnknownUser(user) => {
+                format!("NOPERM user '{}' does not exist on every node", lossy(user)).into()
+            }
+            Error::Unconfirmed {
+                command,
+                timeout_ms,
+                slots,
+            } => format!(
+                "UNCONFIRMED {command} was not confirmed within {timeout_ms} ms \
+                 (tcache.cluster-timeout-ms) by the owners of slots {slots}; it was applied \
+                 where confirmed, and repeating it is safe"
+            )
+            .into(),
+            Error::UnblockedUnconfirmed => {
+                "UNCONFIRMED unblocked before every slot owner confirmed; repeating it is safe"
+                    .into()
+            }
+            Error::Relayed(text) => text.clone().into(),
         }
     }
 }

@@ -13,14 +13,15 @@ mod glue;
 mod state;
 
 use redis_module::configuration::ConfigurationFlags;
-use redis_module::{raw, redis_module, AclCategory, Context, ModuleOptions, RedisString, Status};
+use redis_module::{raw, redis_module, AclCategory, Context, RedisString, Status};
 
-use commands::{admin, cache, fast, fetch, gate, inval, perm, query};
+use commands::{admin, cache, cluster, fast, fetch, gate, inval, perm, query};
 use glue::store::ENTRY_TYPE;
 use glue::{api, command_info, events};
 use state::config;
 use state::config::{
-    GATE_MAX_WORK_CFG, INVALIDATION_CHANNEL, INVAL_SYNC_MAX_CFG, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG,
+    CLUSTER_TIMEOUT_MS_CFG, GATE_MAX_WORK_CFG, INVALIDATION_CHANNEL, INVALIDATION_CHANNEL_DEFAULT,
+    INVALIDATION_CHANNEL_NAME, INVAL_SYNC_MAX_CFG, MAX_TAGS_CFG, MAX_TAG_BYTES_CFG,
     MAX_VALUE_BYTES_CFG, PERM_TTL_CFG, RECLAIM_BUDGET_US_CFG,
 };
 
@@ -42,14 +43,15 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     // A short read or a bad opcode in our part of an RDB file or a RESTORE
     // payload must refuse that value, not abort the server: every load in
     // `store` checks `RedisModule_IsIOError` (the crate's `raw::load_*` do).
-    ctx.set_module_options(ModuleOptions::HANDLE_IO_ERRORS);
     api::detect_server(ctx);
+    api::set_module_options(ctx);
     let raw_args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
     if let Err(e) = config::apply_module_args(&raw_args) {
         ctx.log_warning(&format!("tcache: {e}"));
         return Status::Err;
     }
     fetch::install();
+    cluster::install(ctx);
     if let Err(e) = events::subscribe(ctx) {
         ctx.log_warning(&format!("tcache: {e}"));
         return Status::Err;
@@ -88,11 +90,11 @@ redis_module! {
         // TCACHE.TAGS key
         ["tcache.tags", guarded!(cache::tags), "readonly fast", 1, 1, 1, ""],
         // TCACHE.INVALTAG tag [tag ...]
-        ["tcache.invaltag", guarded!(inval::invaltag), "write", 0, 0, 0, ""],
+        ["tcache.invaltag", guarded!(cluster::invaltag), "write", 0, 0, 0, ""],
         // TCACHE.APPLYINVAL seq TAG|ROLE|PREFIX name [name ...] (replication and AOF only)
         ["tcache.applyinval", guarded!(inval::applyinval), "write", 0, 0, 0, ""],
         // TCACHE.INVALPREFIX prefix
-        ["tcache.invalprefix", guarded!(inval::invalprefix), "write", 0, 0, 0, ""],
+        ["tcache.invalprefix", guarded!(cluster::invalprefix), "write", 0, 0, 0, ""],
         // TCACHE.TAGCARD tag
         ["tcache.tagcard", guarded!(query::tagcard), "readonly", 0, 0, 0, ""],
         // TCACHE.TAGSCAN tag cursor [COUNT count]
@@ -106,7 +108,7 @@ redis_module! {
         // TCACHE.FETCH key lease-ms [WAIT timeout-ms]
         ["tcache.fetch", guarded!(fetch::fetch), "write", 1, 1, 1, ""],
         // TCACHE.STALETAG tag [tag ...]
-        ["tcache.staletag", guarded!(fetch::staletag), "write", 0, 0, 0, ""],
+        ["tcache.staletag", guarded!(cluster::staletag), "write", 0, 0, 0, ""],
         // TCACHE.GATE.SET name schema [PREFIX prefix]
         ["tcache.gate.set", guarded!(gate::set), "write deny-oom", 0, 0, 0, ""],
         // TCACHE.GATE.GET name
@@ -124,25 +126,29 @@ redis_module! {
         // PERM.INVALUSER key [key ...]
         ["perm.invaluser", guarded!(perm::invaluser), "write", 1, -1, 1, ""],
         // PERM.INVALROLE role [role ...]
-        ["perm.invalrole", guarded!(perm::invalrole), "write", 0, 0, 0, ""],
+        ["perm.invalrole", guarded!(cluster::invalrole), "write", 0, 0, 0, ""],
         // PERM.INVALALL
-        ["perm.invalall", guarded!(perm::invalall), "write", 0, 0, 0, ""],
+        ["perm.invalall", guarded!(cluster::invalall), "write", 0, 0, 0, ""],
     ],
     configurations: [
+        // Names, defaults, ranges and flags are declared once, in `state::config`.
         i64: [
-            ["max-tags", MAX_TAGS_CFG.value, MAX_TAGS_CFG.default, MAX_TAGS_CFG.min, MAX_TAGS_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["max-tag-bytes", MAX_TAG_BYTES_CFG.value, MAX_TAG_BYTES_CFG.default, MAX_TAG_BYTES_CFG.min, MAX_TAG_BYTES_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["max-value-bytes", MAX_VALUE_BYTES_CFG.value, MAX_VALUE_BYTES_CFG.default, MAX_VALUE_BYTES_CFG.min, MAX_VALUE_BYTES_CFG.max, ConfigurationFlags::MEMORY, None],
-            ["perm-ttl", PERM_TTL_CFG.value, PERM_TTL_CFG.default, PERM_TTL_CFG.min, PERM_TTL_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["inval-sync-max", INVAL_SYNC_MAX_CFG.value, INVAL_SYNC_MAX_CFG.default, INVAL_SYNC_MAX_CFG.min, INVAL_SYNC_MAX_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["reclaim-budget-us", RECLAIM_BUDGET_US_CFG.value, RECLAIM_BUDGET_US_CFG.default, RECLAIM_BUDGET_US_CFG.min, RECLAIM_BUDGET_US_CFG.max, ConfigurationFlags::DEFAULT, None],
-            ["gate-max-work", GATE_MAX_WORK_CFG.value, GATE_MAX_WORK_CFG.default, GATE_MAX_WORK_CFG.min, GATE_MAX_WORK_CFG.max, ConfigurationFlags::DEFAULT, None],
+            [MAX_TAGS_CFG.name, MAX_TAGS_CFG.value, MAX_TAGS_CFG.default, MAX_TAGS_CFG.min, MAX_TAGS_CFG.max, MAX_TAGS_CFG.flags, None],
+            [MAX_TAG_BYTES_CFG.name, MAX_TAG_BYTES_CFG.value, MAX_TAG_BYTES_CFG.default, MAX_TAG_BYTES_CFG.min, MAX_TAG_BYTES_CFG.max, MAX_TAG_BYTES_CFG.flags, None],
+            [MAX_VALUE_BYTES_CFG.name, MAX_VALUE_BYTES_CFG.value, MAX_VALUE_BYTES_CFG.default, MAX_VALUE_BYTES_CFG.min, MAX_VALUE_BYTES_CFG.max, MAX_VALUE_BYTES_CFG.flags, None],
+            [PERM_TTL_CFG.name, PERM_TTL_CFG.value, PERM_TTL_CFG.default, PERM_TTL_CFG.min, PERM_TTL_CFG.max, PERM_TTL_CFG.flags, None],
+            [INVAL_SYNC_MAX_CFG.name, INVAL_SYNC_MAX_CFG.value, INVAL_SYNC_MAX_CFG.default, INVAL_SYNC_MAX_CFG.min, INVAL_SYNC_MAX_CFG.max, INVAL_SYNC_MAX_CFG.flags, None],
+            [RECLAIM_BUDGET_US_CFG.name, RECLAIM_BUDGET_US_CFG.value, RECLAIM_BUDGET_US_CFG.default, RECLAIM_BUDGET_US_CFG.min, RECLAIM_BUDGET_US_CFG.max, RECLAIM_BUDGET_US_CFG.flags, None],
+            [GATE_MAX_WORK_CFG.name, GATE_MAX_WORK_CFG.value, GATE_MAX_WORK_CFG.default, GATE_MAX_WORK_CFG.min, GATE_MAX_WORK_CFG.max, GATE_MAX_WORK_CFG.flags, None],
+            [CLUSTER_TIMEOUT_MS_CFG.name, CLUSTER_TIMEOUT_MS_CFG.value, CLUSTER_TIMEOUT_MS_CFG.default, CLUSTER_TIMEOUT_MS_CFG.min, CLUSTER_TIMEOUT_MS_CFG.max, CLUSTER_TIMEOUT_MS_CFG.flags, None],
         ],
         string: [
-            ["invalidation-channel", &INVALIDATION_CHANNEL, "", ConfigurationFlags::DEFAULT, None],
+            [INVALIDATION_CHANNEL_NAME, &INVALIDATION_CHANNEL, INVALIDATION_CHANNEL_DEFAULT, ConfigurationFlags::DEFAULT, None],
         ],
         bool: [],
         enum: [],
+        // Load arguments are applied by `config::apply_module_args` in `init`
+        // (why not by the crate: see there).
         module_args_as_configuration: false,
     ]
 }

@@ -4,8 +4,11 @@
 //!
 //! - keyed commands route by key (a wrong node answers MOVED), COMMAND GETKEYS
 //!   names the keys, COMMAND INFO shows the key-spec flags;
-//! - INVALTAG sent to every primary, replies summed, is the cluster-wide count
-//!   (what a client does today), and nothing invalidated stays readable;
+//! - an invalidation sent to any one primary applies on every primary and
+//!   replies with the cluster-wide count; nothing invalidated stays readable;
+//!   lost cluster-bus messages and a slow node end in an UNCONFIRMED error
+//!   naming the slots not confirmed, and repeating the command is safe;
+//!   remote nodes check the caller's ACL;
 //! - resharding with `redis-cli --cluster reshard` under a concurrent tagged
 //!   writer keeps entries, tags and the per-node indexes consistent;
 //! - kill -9 of a primary in the middle of a logical invalidation: the promoted
@@ -355,11 +358,18 @@ fn command_getkeys_and_key_specs_name_the_keys_and_their_access() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn invaltag_sent_to_every_primary_sums_to_the_cluster_wide_count() {
+fn an_invalidation_sent_to_one_primary_applies_on_every_primary() {
     let shared = shared_cluster();
     let cl = lock(&shared);
     let primaries = cl.primaries();
     assert!(primaries.len() >= 2, "primaries: {primaries:?}");
+    for (port, r) in cl.on_all(&["INFO", "tcache"]) {
+        assert!(
+            r.as_str()
+                .contains("tcache_cluster_invalidation:coordinated"),
+            "INFO tcache on {port}: {r:?}"
+        );
+    }
     let mut router = cl.router();
     // "inv-small": few per node (deleted inside the command); "inv-big": logical
     // (inval-sync-max 0); "inv-keep": survives. Keys spread over all slots.
@@ -401,35 +411,23 @@ fn invaltag_sent_to_every_primary_sums_to_the_cluster_wide_count() {
     assert_eq!(cl.tagcard_sum("inv-big"), big as i64);
     assert_eq!(cl.tagcard_sum("inv-other"), (small + big + keep) as i64);
 
-    // Small: every node deletes inside the command; the replies sum to the total.
-    let replies = cl.on_primaries(&["TCACHE.INVALTAG", "inv-small"]);
-    let sum: i64 = replies.iter().map(|(_, v)| v.as_int()).sum();
-    assert_eq!(
-        sum, small as i64,
-        "INVALTAG inv-small per node: {replies:?}"
-    );
-    assert!(
-        replies.iter().all(|(_, v)| v.as_int() > 0),
-        "every node had some: {replies:?}"
-    );
-    // Big, logical: the same sum, and the entries are dead at once.
+    // Small: one primary takes it, every node deletes inside the command, the
+    // reply is the cluster-wide count.
+    let r = cl.conn(primaries[1]).q(&["TCACHE.INVALTAG", "inv-small"]);
+    assert_eq!(r, Value::Int(small as i64), "INVALTAG inv-small");
+    assert_eq!(cl.tagcard_sum("inv-small"), 0);
+    // Big, logical: the same, and the entries are dead at once everywhere.
     {
         let _sync = cl.config_set_all("tcache.inval-sync-max", "0");
-        let replies = cl.on_primaries(&["TCACHE.INVALTAG", "inv-big"]);
-        let sum: i64 = replies.iter().map(|(_, v)| v.as_int()).sum();
-        assert_eq!(sum, big as i64, "INVALTAG inv-big per node: {replies:?}");
+        let r = cl.conn(primaries[0]).q(&["TCACHE.INVALTAG", "inv-big"]);
+        assert_eq!(r, Value::Int(big as i64), "INVALTAG inv-big");
         assert_eq!(cl.tagcard_sum("inv-big"), 0);
         assert_eq!(cl.tagcard_sum("inv-other"), keep as i64);
     }
-    // Sent a second time, nothing is left to count.
-    let again: i64 = cl
-        .on_primaries(&["TCACHE.INVALTAG", "inv-small", "inv-big"])
-        .iter()
-        .map(|(_, v)| v.as_int())
-        .sum();
-    assert_eq!(again, 0, "repeated INVALTAG");
-    for tag in ["inv-small", "inv-big"] {
-        assert_eq!(cl.tagcard_sum(tag), 0, "TAGCARD {tag}");
+    // Sent again, to any primary, nothing is left to count.
+    for p in &primaries {
+        let r = cl.conn(*p).q(&["TCACHE.INVALTAG", "inv-small", "inv-big"]);
+        assert_eq!(r, Value::Int(0), "repeated INVALTAG on {p}");
     }
     assert_eq!(cl.tagcard_sum("inv-keep"), keep as i64);
     let dead: Vec<String> = small_keys.iter().chain(&big_keys).cloned().collect();
@@ -441,13 +439,228 @@ fn invaltag_sent_to_every_primary_sums_to_the_cluster_wide_count() {
         common::tc::wait_reclaimed(&mut cl.conn(p));
     }
     cl.verify_all();
-    // Clean up the survivors.
-    let removed: i64 = cl
-        .on_primaries(&["TCACHE.INVALTAG", "inv-keep"])
-        .iter()
-        .map(|(_, v)| v.as_int())
-        .sum();
-    assert_eq!(removed, keep as i64);
+    // The other cluster-wide commands: STALETAG, INVALPREFIX, PERM.INVALROLE,
+    // PERM.INVALALL, each sent to one primary.
+    let last = *primaries.last().unwrap();
+    let r = cl.conn(last).q(&["TCACHE.STALETAG", "inv-keep"]);
+    assert_eq!(r, Value::Int(keep as i64), "STALETAG");
+    let r = cl.conn(last).q(&["TCACHE.INVALPREFIX", "inv:"]);
+    assert_eq!(r, Value::Int(keep as i64), "INVALPREFIX");
+    assert_eq!(cl.tagcard_sum("inv-keep"), 0);
+    let users: Vec<String> = (0..60).map(|i| format!("permc:{i}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        let role = if i % 2 == 0 { "even" } else { "odd" };
+        let json = format!(r#"{{"roles":["permc-{role}"],"permissions":["read"]}}"#);
+        assert!(router.q(&["PERM.SET", u, &json, "1000"]).is_ok());
+    }
+    let r = cl.conn(primaries[0]).q(&["PERM.INVALROLE", "permc-even"]);
+    assert_eq!(r, Value::Int(30), "PERM.INVALROLE");
+    for (i, u) in users.iter().enumerate() {
+        let got = router.q(&["PERM.GET", u]);
+        assert_eq!(got.is_nil(), i % 2 == 0, "PERM.GET {u} -> {got:?}");
+    }
+    let r = cl.conn(primaries[1]).q(&["PERM.INVALALL"]);
+    assert_eq!(r, Value::Int(30), "PERM.INVALALL");
+    cl.verify_all();
+    // A transaction or a script cannot wait for the other nodes: refused,
+    // nothing applied.
+    let mut c = cl.conn(primaries[0]);
+    assert!(c.q(&["MULTI"]).is_ok());
+    let queued = c.q(&["TCACHE.INVALTAG", "inv-none"]);
+    let exec = c.q(&["EXEC"]);
+    let refused = queued.is_error() || exec.as_array().iter().any(|v| v.is_error());
+    assert!(refused, "INVALTAG in MULTI: {queued:?} / {exec:?}");
+}
+
+/// `n` keys tagged `tag` on every primary; returns how many went to each.
+fn tagged_everywhere(cl: &Cluster, tag: &str, n: usize) -> BTreeMap<u16, i64> {
+    let mut per = BTreeMap::new();
+    for p in cl.primaries() {
+        let slots = cl.slots_of(p);
+        let mut c = cl.conn(p);
+        let cmds: Vec<Vec<String>> = (0..n)
+            .map(|i| {
+                let k = key_in_slot(&format!("{tag}:"), slots[i % slots.len()], i);
+                words(&["TCACHE.SET", &k, "v", "1000", "TAGS", tag])
+            })
+            .collect();
+        for r in pipeline(&mut c, &cmds) {
+            assert!(r.is_ok(), "{r:?}");
+        }
+        per.insert(p, n as i64);
+    }
+    per
+}
+
+/// The slot ranges of `port` as an UNCONFIRMED error writes them.
+fn ranges_text(cl: &Cluster, port: u16) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let slots = cl.slots_of(port);
+    let mut i = 0;
+    while i < slots.len() {
+        let start = slots[i];
+        while i + 1 < slots.len() && slots[i + 1] == slots[i] + 1 {
+            i += 1;
+        }
+        let end = slots[i];
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
+const MODULE_MESSAGES: &str = "9"; // CLUSTERMSG_TYPE_MODULE, Redis 7.0 and Valkey 9
+
+#[test]
+fn lost_messages_and_a_slow_node_end_in_an_error_naming_the_unconfirmed_slots() {
+    let shared = shared_cluster();
+    let cl = lock(&shared);
+    let primaries = cl.primaries();
+    let (coord, deaf, slow) = (primaries[0], primaries[1], primaries[2]);
+    let _timeout = cl.config_set_all("tcache.cluster-timeout-ms", "1500");
+    let per = tagged_everywhere(&cl, "lost", 20);
+
+    // Every request to `deaf` is lost: the others apply, the reply names the
+    // slots of `deaf`, its entries are still there.
+    assert!(cl
+        .conn(deaf)
+        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", MODULE_MESSAGES])
+        .is_ok());
+    let r = cl.conn(coord).q(&["TCACHE.INVALTAG", "lost"]);
+    assert!(cl
+        .conn(deaf)
+        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", "-1"])
+        .is_ok());
+    let want = format!("by the owners of slots {};", ranges_text(&cl, deaf));
+    assert!(
+        r.is_error_starting("UNCONFIRMED") && r.as_error().contains(&want),
+        "INVALTAG with {deaf} deaf -> {r:?} (want {want})"
+    );
+    for p in &primaries {
+        let left = cl.conn(*p).q(&["TCACHE.TAGCARD", "lost"]).as_int();
+        let expect = if *p == deaf { per[&deaf] } else { 0 };
+        assert_eq!(left, expect, "TAGCARD lost on {p}");
+    }
+    // Repeating it is safe: the rest goes, counted once.
+    let r = cl.conn(coord).q(&["TCACHE.INVALTAG", "lost"]);
+    assert_eq!(r, Value::Int(per[&deaf]), "repeated INVALTAG");
+    assert_eq!(cl.tagcard_sum("lost"), 0);
+
+    // The coordinator loses the answers for a while: requests are resent, the
+    // duplicates are answered from memory and never count twice.
+    let per = tagged_everywhere(&cl, "dup", 20);
+    let total: i64 = per.values().sum();
+    let _long = cl.config_set_all("tcache.cluster-timeout-ms", "20000");
+    let mut c = cl.conn(coord);
+    assert!(c
+        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", MODULE_MESSAGES])
+        .is_ok());
+    let mut waiting = cl.conn(coord);
+    waiting.send_q(&["TCACHE.INVALTAG", "dup"]);
+    // The others applied (their entries are gone) while the answers are lost.
+    cl.wait_for("the other primaries applied", |cl| {
+        [deaf, slow]
+            .iter()
+            .all(|p| cl.conn(*p).q(&["TCACHE.TAGCARD", "dup"]).as_int() == 0)
+    });
+    let remembered = |p: u16| -> i64 {
+        let info = cl.conn(p).q(&["INFO", "tcache"]);
+        info.as_str()
+            .lines()
+            .find_map(|l| l.strip_prefix("tcache_cluster_remembered:"))
+            .map_or(-1, |v| v.trim().parse().unwrap_or(-1))
+    };
+    assert!(remembered(deaf) >= 1, "{deaf} remembers the request");
+    assert!(c.q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", "-1"]).is_ok());
+    assert_eq!(
+        waiting.read(),
+        Value::Int(total),
+        "INVALTAG dup, answers lost then resent"
+    );
+
+    // A slow node (DEBUG SLEEP) delays the reply, not the coordinator: it
+    // answers other clients meanwhile, and the reply comes once it woke.
+    let per = tagged_everywhere(&cl, "slow", 10);
+    let total: i64 = per.values().sum();
+    let mut sleeper = cl.conn(slow);
+    sleeper.send_q(&["DEBUG", "SLEEP", "2"]);
+    let mut waiting = cl.conn(coord);
+    waiting.send_q(&["TCACHE.INVALTAG", "slow"]);
+    assert_eq!(cl.conn(coord).q(&["PING"]), Value::Simple("PONG".into()));
+    assert_eq!(
+        cl.conn(coord).q(&["TCACHE.TAGCARD", "slow"]),
+        Value::Int(0),
+        "applied on the coordinator while it waits"
+    );
+    assert_eq!(
+        waiting.read(),
+        Value::Int(total),
+        "INVALTAG with a slow node"
+    );
+    assert!(sleeper.read().is_ok());
+    cl.verify_all();
+}
+
+#[test]
+fn remote_nodes_apply_an_invalidation_with_the_callers_acl() {
+    let shared = shared_cluster();
+    let cl = lock(&shared);
+    let primaries = cl.primaries();
+    let (coord, other) = (primaries[0], primaries[1]);
+    // `aclw` may delete `aclw:mine:*` keys only, on every node.
+    for p in cl.live_ports() {
+        let r = cl.conn(p).q(&[
+            "ACL",
+            "SETUSER",
+            "aclw",
+            "on",
+            ">pw",
+            "resetkeys",
+            "~aclw:mine:*",
+            "+@all",
+        ]);
+        assert!(r.is_ok(), "ACL SETUSER on {p}: {r:?}");
+    }
+    let mine = key_in_slot("aclw:mine:", cl.slots_of(coord)[0], 1);
+    let theirs = key_in_slot("aclw:theirs:", cl.slots_of(other)[0], 1);
+    let mine_there = key_in_slot("aclw:mine:", cl.slots_of(other)[1], 2);
+    for (k, p) in [(&mine, coord), (&theirs, other), (&mine_there, other)] {
+        assert!(cl
+            .conn(p)
+            .q(&["TCACHE.SET", k, "v", "1000", "TAGS", "aclw"])
+            .is_ok());
+    }
+    let mut c = cl.conn(coord);
+    assert!(c.q(&["AUTH", "aclw", "pw"]).is_ok());
+    // Allowed here, refused on `other` for `aclw:theirs:`: NOPERM, and the
+    // other node deleted nothing.
+    let r = c.q(&["TCACHE.INVALTAG", "aclw"]);
+    assert!(r.is_error_starting("NOPERM"), "INVALTAG as aclw -> {r:?}");
+    let mut o = cl.conn(other);
+    assert!(!o.q(&["TCACHE.GET", &theirs]).is_nil(), "{theirs} kept");
+    assert!(
+        !o.q(&["TCACHE.GET", &mine_there]).is_nil(),
+        "{mine_there} kept"
+    );
+    // By prefix within its patterns it may.
+    let r = c.q(&["TCACHE.INVALPREFIX", "aclw:mine:"]);
+    assert!(
+        matches!(r, Value::Int(_)),
+        "INVALPREFIX aclw:mine: -> {r:?}"
+    );
+    assert!(o.q(&["TCACHE.GET", &mine_there]).is_nil());
+    // The default user finishes the job.
+    assert_eq!(
+        cl.conn(coord).q(&["TCACHE.INVALTAG", "aclw"]),
+        Value::Int(1)
+    );
+    for p in cl.live_ports() {
+        let _ = cl.conn(p).q(&["ACL", "DELUSER", "aclw"]);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -852,6 +1065,145 @@ fn migrate_of_a_logically_dead_entry_keeps_it_dead() {
         got.is_nil(),
         "TCACHE.GET {k} on the target after MIGRATE -> {got:?} (invalidated before the move)"
     );
+}
+
+#[test]
+fn a_key_in_flight_during_an_invalidation_arrives_dead() {
+    // The race: the target applies the invalidation before the key arrives,
+    // the source after the key left. Made deterministic by making the source
+    // deaf to module messages until the key has moved.
+    let shared = shared_cluster();
+    let cl = lock(&shared);
+    let primaries = cl.primaries();
+    let (src, dst, coord) = (primaries[0], primaries[1], primaries[2]);
+    let _timeout = cl.config_set_all("tcache.cluster-timeout-ms", "20000");
+    let slot = *cl.slots_of(src).last().unwrap();
+    let k = key_in_slot("fly:", slot, ":k");
+    let tag = format!("fly-{}", slot_tag(slot));
+    let mut s = cl.conn(src);
+    assert!(s
+        .q(&["TCACHE.SET", &k, "old", "1000", "TAGS", &tag])
+        .is_ok());
+    let remembered = |p: u16| -> i64 {
+        let info = cl.conn(p).q(&["INFO", "tcache"]);
+        info.as_str()
+            .lines()
+            .find_map(|l| l.strip_prefix("tcache_cluster_remembered:"))
+            .map_or(-1, |v| v.trim().parse().unwrap_or(-1))
+    };
+    let before = remembered(dst);
+    assert!(s
+        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", MODULE_MESSAGES])
+        .is_ok());
+    let mut waiting = cl.conn(coord);
+    waiting.send_q(&["TCACHE.INVALTAG", &tag]);
+    wait_until(Duration::from_secs(20), "the target to apply", || {
+        remembered(dst) > before
+    });
+    // Now the key moves, before the source hears of the invalidation.
+    let (src_id, dst_id) = (cl.id_of(src).to_string(), cl.id_of(dst).to_string());
+    let slot_s = slot.to_string();
+    let mut d = cl.conn(dst);
+    assert!(d
+        .q(&["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &src_id])
+        .is_ok());
+    assert!(s
+        .q(&["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &dst_id])
+        .is_ok());
+    let dst_s = dst.to_string();
+    let r = s.q(&["MIGRATE", "127.0.0.1", &dst_s, "", "0", "5000", "KEYS", &k]);
+    assert!(r.is_ok(), "MIGRATE -> {r:?}");
+    assert!(s.q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", "-1"]).is_ok());
+    let reply = waiting.read();
+    assert!(matches!(reply, Value::Int(_)), "INVALTAG -> {reply:?}");
+    for p in cl.primaries() {
+        let r = cl
+            .conn(p)
+            .q(&["CLUSTER", "SETSLOT", &slot_s, "NODE", &dst_id]);
+        assert!(r.is_ok(), "SETSLOT NODE on {p} -> {r:?}");
+    }
+    cl.wait_stable();
+    let got = d.q(&["TCACHE.GET", &k]);
+    let card = d.q(&["TCACHE.TAGCARD", &tag]);
+    let _ = d.q(&["DEL", &k]);
+    assert!(
+        got.is_nil(),
+        "TCACHE.GET {k} on the target -> {got:?}: it moved while INVALTAG ran"
+    );
+    assert_eq!(card, Value::Int(0), "TAGCARD {tag} on the target");
+    cl.verify_all();
+}
+
+#[test]
+fn atomic_slot_migration_keeps_indexes_exact_and_invalidations_whole() {
+    let shared = shared_cluster();
+    let cl = lock(&shared);
+    if cl.kind() != "valkey" {
+        eprintln!("skipped: CLUSTER MIGRATESLOTS (atomic slot migration) is Valkey 9's");
+        return;
+    }
+    let primaries = cl.primaries();
+    let (from, to) = (primaries[0], primaries[1]);
+    let moving: Vec<u16> = cl.slots_of(from)[..64].to_vec();
+    let keys: Vec<String> = moving
+        .iter()
+        .flat_map(|&s| (0..8).map(move |i| key_in_slot("asm:", s, format!(":{i}"))))
+        .collect();
+    // A writer keeps writing tagged entries to the moving slots throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, keys) = (stop.clone(), keys.clone());
+        let mut router = cl.router();
+        thread::spawn(move || {
+            let mut written: BTreeSet<String> = BTreeSet::new();
+            let mut n = 0usize;
+            while !stop.load(Ordering::SeqCst) || n < keys.len() {
+                let key = &keys[n % keys.len()];
+                let value = format!("w{n}");
+                let r = router.q(&["TCACHE.SET", key, &value, "1000", "TAGS", "asm", "asm-all"]);
+                assert!(r.is_ok(), "TCACHE.SET {key} -> {r:?}");
+                written.insert(key.clone());
+                n += 1;
+            }
+            (written, n)
+        })
+    };
+    let to_id = cl.id_of(to).to_string();
+    let (a, b) = (moving[0].to_string(), moving[moving.len() - 1].to_string());
+    let r = cl.conn(from).q(&[
+        "CLUSTER",
+        "MIGRATESLOTS",
+        "SLOTSRANGE",
+        &a,
+        &b,
+        "NODE",
+        &to_id,
+    ]);
+    assert!(r.is_ok(), "CLUSTER MIGRATESLOTS -> {r:?}");
+    cl.wait_for("the migration to finish", |cl| {
+        moving.iter().all(|s| cl.slot_owner(*s) == to)
+    });
+    stop.store(true, Ordering::SeqCst);
+    let (written, n) = match writer.join() {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e),
+    };
+    eprintln!(
+        "atomic slot migration of {} slots under {n} writes",
+        moving.len()
+    );
+    cl.wait_stable();
+    cl.wait_for("the source to drop the moved keys", |cl| {
+        cl.conn(from).q(&["TCACHE.TAGCARD", "asm-all"]).as_int() == 0
+    });
+    cl.verify_all();
+    assert_eq!(cl.tagcard_sum("asm-all"), written.len() as i64);
+    // One invalidation reaches every moved entry.
+    let r = cl.conn(primaries[2]).q(&["TCACHE.INVALTAG", "asm"]);
+    assert_eq!(r, Value::Int(written.len() as i64), "INVALTAG asm");
+    let dead: Vec<String> = written.into_iter().collect();
+    assert_unreadable_everywhere(&cl, &dead);
+    cl.verify_all();
 }
 
 #[test]

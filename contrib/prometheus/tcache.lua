@@ -10,6 +10,8 @@
 -- The names are the fields of `INFO tcache`, unchanged:
 --   section tcache_stats: tcache_hits, tcache_misses, ... one pair each;
 --     tcache_hit_rate ("90.91%") is given without the % sign (90.91);
+--   section tcache_cluster: the numbers; tcache_cluster_invalidation
+--     (coordinated/local, a word) is left out, as any non-number;
 --   section tcache_gates: one dict field per gate,
 --     tcache_gate_<gate>:checked=N,rejected=M, given as the two pairs
 --     tcache_gate_<gate>_checked and tcache_gate_<gate>_rejected.

@@ -32,7 +32,10 @@ pub fn verify(ctx: &Context, args: Vec<RedisString>) -> Reply {
         let (rebuilt, dead) = rebuild(ctx);
         let (live, queued) =
             indexes::with_db(db, |ix| (ix.snapshot(), ix.dead_keys())).unwrap_or_default();
-        if let Some(d) = verify::diff(db, &live, &rebuilt) {
+        if let Some(d) = verify::diff(db, &live.entries, &rebuilt) {
+            problems.push(d);
+        }
+        if let Some(d) = verify::corruption(db, &live.corruption) {
             problems.push(d);
         }
         if let Some(d) = verify::diff_dead(db, &queued, &dead) {
@@ -141,6 +144,19 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_in
                 Figure::Text(s) => raw::add_info_field_str(ctx, name, &s),
             };
         }
+        // tcache_cluster_invalidation:coordinated in cluster mode (one node
+        // takes a cluster-wide invalidation), local otherwise.
+        raw::add_info_section(ctx, Some("cluster"));
+        let mode = if crate::glue::cluster::coordinated() {
+            "coordinated"
+        } else {
+            "local"
+        };
+        raw::add_info_field_str(ctx, "cluster_invalidation", mode);
+        let (in_flight, remembered, recent) = crate::state::cluster::figures();
+        raw::add_info_field_unsigned_long_long(ctx, "cluster_inflight", in_flight as u64);
+        raw::add_info_field_unsigned_long_long(ctx, "cluster_remembered", remembered as u64);
+        raw::add_info_field_unsigned_long_long(ctx, "cluster_recent", recent as u64);
         // tcache_gates: one dictionary field per gate, e.g.
         // tcache_gate_report:checked=10,rejected=2 (names made INFO-safe).
         raw::add_info_section(ctx, Some("gates"));

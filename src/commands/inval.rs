@@ -85,7 +85,13 @@ pub fn applyinval(ctx: &Context, args: Vec<RedisString>) -> Reply {
 
 /// With `tcache.invalidation-channel` set, publishes one message per
 /// invalidated name on it: `tag:<tag>`, `role:<role>` or `prefix:<prefix>`.
+///
+/// In cluster mode only the coordinator publishes (PUBLISH reaches every
+/// node's subscribers there), not every node that applies the invalidation.
 pub fn publish(ctx: &Context, kind: &[u8], names: &[&[u8]]) {
+    if crate::glue::cluster::applying_remote() {
+        return;
+    }
     let Some(channel) = config::invalidation_channel() else {
         return;
     };

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod cluster;
 pub mod fast;
 pub mod fetch;
 pub mod gate;

@@ -2,6 +2,7 @@
 //! indexes, option parsing and index verification. Nothing here imports
 //! `redis_module`, so `cargo test` covers it with the system allocator.
 
+pub mod cluster;
 pub mod dead;
 pub mod entry;
 pub mod gate;

@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::core::index::Corruption;
+
 /// key -> sorted tags.
 pub type Snapshot = BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
 
@@ -51,6 +53,18 @@ pub fn diff_dead(db: i32, queued: &BTreeSet<Vec<u8>>, dead: &BTreeSet<Vec<u8>>) 
     ))
 }
 
+/// `None` when the snapshot found nothing broken inside the index.
+pub fn corruption(db: i32, c: &Corruption) -> Option<String> {
+    if c.is_clear() {
+        return None;
+    }
+    Some(format!(
+        "db {db}: index corrupt: {} tag or role members lead to no indexed key, \
+         {} slab records and key map entries do not pair up",
+        c.dangling_ids, c.unpaired_records
+    ))
+}
+
 fn examples(v: &[&Vec<u8>]) -> String {
     v.iter()
         .take(EXAMPLES)
@@ -81,6 +95,22 @@ mod tests {
         assert_eq!(
             diff_dead(1, &set(&["a", "q"]), &set(&["a", "d"])).as_deref(),
             Some("db 1: 1 dead entries not queued for reclaim ['d'], 1 queued entries not dead ['q']")
+        );
+    }
+
+    #[test]
+    fn corruption_is_described_with_its_counts() {
+        assert_eq!(corruption(0, &Corruption::default()), None);
+        let c = Corruption {
+            dangling_ids: 2,
+            unpaired_records: 1,
+        };
+        assert_eq!(
+            corruption(4, &c).as_deref(),
+            Some(
+                "db 4: index corrupt: 2 tag or role members lead to no indexed key, \
+                 1 slab records and key map entries do not pair up"
+            )
         );
     }
 

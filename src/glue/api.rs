@@ -30,6 +30,28 @@ pub fn detect_server(ctx: &Context) {
     SERVER_IS_VALKEY.store(valkey, Ordering::Relaxed);
 }
 
+/// Valkey 9's `VALKEYMODULE_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION` (not in the
+/// crate's header): without it Valkey refuses `CLUSTER MIGRATESLOTS`.
+const VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION: c_int = 1 << 5;
+
+/// Sets the module options: IO errors are ours to handle (a corrupt RDB or
+/// RESTORE payload is refused, not an abort); on Valkey, atomic slot
+/// migration is supported (keys of a slot being imported are indexed like
+/// any arrival, and the import stream's TCACHE.APPLY is accepted). Call
+/// after [`detect_server`].
+pub fn set_module_options(ctx: &Context) {
+    let mut options = redis_module::ModuleOptions::HANDLE_IO_ERRORS.bits();
+    if SERVER_IS_VALKEY.load(Ordering::Relaxed) {
+        options |= VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION;
+    }
+    // SAFETY: SetModuleOptions only records the bits for this module.
+    unsafe {
+        if let Some(f) = raw::RedisModule_SetModuleOptions {
+            f(ctx.ctx, options);
+        }
+    }
+}
+
 /// A binary-safe Redis string (the crate's `create_string` stops at NUL bytes).
 pub fn string(ctx: &Context, b: &[u8]) -> RedisString {
     RedisString::create_from_slice(ctx.ctx, b)
@@ -223,6 +245,48 @@ impl Drop for EntryKey {
 /// be checked without a lookup each. `None` for internal clients (AOF, master).
 pub struct Caller(*mut raw::RedisModuleUser);
 
+thread_local! {
+    /// The user a cluster-wide invalidation is applied for on a node other than
+    /// its coordinator (that context has no client of its own).
+    static AS_USER: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with every ACL check made for `user`.
+pub fn as_user<R>(user: &[u8], f: impl FnOnce() -> R) -> R {
+    AS_USER.with(|u| *u.borrow_mut() = Some(user.to_vec()));
+    let r = f();
+    AS_USER.with(|u| *u.borrow_mut() = None);
+    r
+}
+
+/// Whether `user` exists on this node.
+pub fn user_exists(ctx: &Context, user: &[u8]) -> bool {
+    Caller::named(ctx, user).is_some()
+}
+
+/// The name of the user running the current command; `None` for internal
+/// clients (primary, AOF) and contexts without a client.
+pub fn current_user_name(ctx: &Context) -> Option<Vec<u8>> {
+    if let Some(name) = AS_USER.with(|u| u.borrow().clone()) {
+        return Some(name);
+    }
+    if internal_client(ctx) {
+        return None;
+    }
+    // SAFETY: GetCurrentUserName returns a new string (or NULL), copied and freed here.
+    unsafe {
+        let p = raw::RedisModule_GetCurrentUserName?(ctx.ctx);
+        if p.is_null() {
+            return None;
+        }
+        let name = bytes_of(p).to_vec();
+        if let Some(free) = raw::RedisModule_FreeString {
+            free(ctx.ctx, p);
+        }
+        Some(name)
+    }
+}
+
 /// Whether the command comes from the primary or an AOF being loaded: such a
 /// client has no user (Redis 7.0's RM_GetCurrentUserName dereferences it and
 /// crashes), and what it replays was checked where it first ran.
@@ -234,22 +298,16 @@ fn internal_client(ctx: &Context) -> bool {
 impl Caller {
     /// The calling user; `None` for internal clients (primary, AOF).
     pub fn current(ctx: &Context) -> Option<Caller> {
-        if internal_client(ctx) {
-            return None;
-        }
-        // SAFETY: GetCurrentUserName returns a new string (or NULL) that we free
-        // below; GetModuleUserFromUserName returns a user we free in Drop.
-        unsafe {
-            let name = raw::RedisModule_GetCurrentUserName?(ctx.ctx);
-            if name.is_null() {
-                return None;
-            }
-            let user = raw::RedisModule_GetModuleUserFromUserName?(name);
-            if let Some(free) = raw::RedisModule_FreeString {
-                free(ctx.ctx, name);
-            }
-            (!user.is_null()).then_some(Caller(user))
-        }
+        Caller::named(ctx, &current_user_name(ctx)?)
+    }
+
+    /// The user called `name`, if it exists on this node.
+    fn named(ctx: &Context, name: &[u8]) -> Option<Caller> {
+        let name = string(ctx, name);
+        // SAFETY: `name` is a live string for the call; GetModuleUserFromUserName
+        // returns a user we free in Drop (or NULL).
+        let user = unsafe { raw::RedisModule_GetModuleUserFromUserName?(name.inner) };
+        (!user.is_null()).then_some(Caller(user))
     }
 
     /// Whether this user may delete `key`.
@@ -355,21 +413,10 @@ pub fn may_on_prefix(ctx: &Context, prefix: &[u8], access: KeyAccess) -> bool {
     if internal_client(ctx) {
         return true;
     }
-    // SAFETY: GetCurrentUserName returns a new string (or NULL), freed below.
-    let name = unsafe {
-        let Some(get) = raw::RedisModule_GetCurrentUserName else {
-            return false;
-        };
-        let p = get(ctx.ctx);
-        if p.is_null() {
-            return true;
-        }
-        let n = String::from_utf8(bytes_of(p).to_vec());
-        if let Some(free) = raw::RedisModule_FreeString {
-            free(ctx.ctx, p);
-        }
-        n
+    let Some(name) = current_user_name(ctx) else {
+        return true;
     };
+    let name = String::from_utf8(name);
     if let Some(caller) = Caller::current(ctx) {
         if let Some(answer) = caller.may_prefix(ctx, prefix, access.flag()) {
             return answer;

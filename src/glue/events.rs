@@ -9,8 +9,10 @@ use std::ffi::{c_char, c_int, c_void};
 
 use redis_module::{raw, Context};
 
+use crate::core::space::Space;
 use crate::glue::api::{self, EntryKey};
 use crate::glue::blocking;
+use crate::glue::cluster;
 use crate::glue::guard;
 use crate::glue::invalidation;
 use crate::glue::raw::{bytes_of, event_name};
@@ -53,7 +55,8 @@ extern "C" fn on_keyspace_event(
         // name, both valid while this callback runs; neither slice escapes it.
         let (event, key) = unsafe { (event_name(event), bytes_of(key)) };
         match event {
-            b"rename_to" | b"move_to" | b"copy_to" | b"restore" | b"loaded" => index_key(&ctx, key),
+            b"restore" => index_key(&ctx, key, true),
+            b"rename_to" | b"move_to" | b"copy_to" | b"loaded" => index_key(&ctx, key, false),
             b"expire" | b"persist" => refresh_expire(&ctx, key),
             _ => {}
         }
@@ -61,11 +64,16 @@ extern "C" fn on_keyspace_event(
     raw::REDISMODULE_OK as c_int
 }
 
-/// Reads the key as it now stands and, if it is an entry, indexes it.
-fn index_key(ctx: &Context, key: &[u8]) {
+/// Reads the key as it now stands and, if it is an entry, indexes it. An
+/// entry `restored` (MIGRATE, resharding) that a recent cluster-wide
+/// invalidation names arrives dead (see `cluster::recently_invalidated`).
+fn index_key(ctx: &Context, key: &[u8], restored: bool) {
     let name = api::string(ctx, key);
     let handle = EntryKey::open(ctx, &name);
     if let Some(e) = handle.entry() {
+        if restored && cluster::recently_invalidated(e.space() == Space::Roles, key, e.tags()) {
+            e.killed.set();
+        }
         let expire = handle.expire_at();
         let db = api::selected_db(ctx);
         if indexes::index_arrival(db, name.as_slice(), e, expire) == Some(true) {

@@ -2,13 +2,13 @@
 //! what the `redis_module` crate wraps — key access, ACL checks, replication
 //! and AOF emission (`api`), the data type and its persistence (`store`),
 //! keyspace and server events, blocked clients, the invalidation lifecycle
-//! and its reclaimer,
-//! command metadata, the allocator and the panic guard. Nothing here knows
-//! the commands; the commands are built on it.
+//! and its reclaimer, command metadata, the allocator and the panic guard.
+//! Nothing here knows the commands; the commands are built on it.
 
 pub mod alloc;
 pub mod api;
 pub mod blocking;
+pub mod cluster;
 pub mod command_info;
 pub mod events;
 pub mod guard;

@@ -4,24 +4,33 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
+use redis_module::configuration::{ConfigurationContext, ConfigurationFlags, ConfigurationValue};
 use redis_module::{raw, RedisError, RedisString};
 
 use crate::core::options::{parse_i64, Limits};
 
+/// One numeric config: its name, value, default, range and flags are written
+/// here only; `lib.rs` registers it from these fields and the load arguments
+/// are checked against them.
 pub struct NumericConfig {
     pub name: &'static str,
     pub value: &'static AtomicI64,
     pub default: i64,
     pub min: i64,
     pub max: i64,
-    /// Accepts memory units (`64mb`).
-    pub memory: bool,
+    /// `MEMORY` accepts memory units (`64mb`).
+    pub flags: ConfigurationFlags,
 }
 
-pub static MAX_TAGS: AtomicI64 = AtomicI64::new(64);
-pub static MAX_TAG_BYTES: AtomicI64 = AtomicI64::new(256);
-pub static MAX_VALUE_BYTES: AtomicI64 = AtomicI64::new(64 << 20);
+impl NumericConfig {
+    fn memory(&self) -> bool {
+        self.flags.contains(ConfigurationFlags::MEMORY)
+    }
+}
+
+pub static MAX_TAGS: AtomicI64 = AtomicI64::new(MAX_TAGS_CFG.default);
+pub static MAX_TAG_BYTES: AtomicI64 = AtomicI64::new(MAX_TAG_BYTES_CFG.default);
+pub static MAX_VALUE_BYTES: AtomicI64 = AtomicI64::new(MAX_VALUE_BYTES_CFG.default);
 
 pub const MAX_TAGS_CFG: NumericConfig = NumericConfig {
     name: "max-tags",
@@ -29,7 +38,7 @@ pub const MAX_TAGS_CFG: NumericConfig = NumericConfig {
     default: 64,
     min: 1,
     max: 4096,
-    memory: false,
+    flags: ConfigurationFlags::DEFAULT,
 };
 pub const MAX_TAG_BYTES_CFG: NumericConfig = NumericConfig {
     name: "max-tag-bytes",
@@ -37,7 +46,7 @@ pub const MAX_TAG_BYTES_CFG: NumericConfig = NumericConfig {
     default: 256,
     min: 1,
     max: 65536,
-    memory: false,
+    flags: ConfigurationFlags::DEFAULT,
 };
 pub const MAX_VALUE_BYTES_CFG: NumericConfig = NumericConfig {
     name: "max-value-bytes",
@@ -45,10 +54,10 @@ pub const MAX_VALUE_BYTES_CFG: NumericConfig = NumericConfig {
     default: 64 << 20,
     min: 1,
     max: 512 << 20,
-    memory: true,
+    flags: ConfigurationFlags::MEMORY,
 };
 
-pub static PERM_TTL: AtomicI64 = AtomicI64::new(300);
+pub static PERM_TTL: AtomicI64 = AtomicI64::new(PERM_TTL_CFG.default);
 
 pub const PERM_TTL_CFG: NumericConfig = NumericConfig {
     name: "perm-ttl",
@@ -56,12 +65,12 @@ pub const PERM_TTL_CFG: NumericConfig = NumericConfig {
     default: 300,
     min: 1,
     max: crate::core::options::TTL_MAX,
-    memory: false,
+    flags: ConfigurationFlags::DEFAULT,
 };
 
 /// Invalidations that name at most this many entries delete them inside the
 /// command; larger ones are logical, and the reclaimer deletes in the background.
-pub static INVAL_SYNC_MAX: AtomicI64 = AtomicI64::new(128);
+pub static INVAL_SYNC_MAX: AtomicI64 = AtomicI64::new(INVAL_SYNC_MAX_CFG.default);
 
 pub const INVAL_SYNC_MAX_CFG: NumericConfig = NumericConfig {
     name: "inval-sync-max",
@@ -69,13 +78,13 @@ pub const INVAL_SYNC_MAX_CFG: NumericConfig = NumericConfig {
     default: 128,
     min: 0,
     max: i64::MAX,
-    memory: false,
+    flags: ConfigurationFlags::DEFAULT,
 };
 
 /// Microseconds of work per reclaimer slice; 0 pauses the reclaimer. A slice
 /// runs once per event-loop iteration, so a client waits at most about two
 /// slices for its reply.
-pub static RECLAIM_BUDGET_US: AtomicI64 = AtomicI64::new(1000);
+pub static RECLAIM_BUDGET_US: AtomicI64 = AtomicI64::new(RECLAIM_BUDGET_US_CFG.default);
 
 pub const RECLAIM_BUDGET_US_CFG: NumericConfig = NumericConfig {
     name: "reclaim-budget-us",
@@ -83,13 +92,13 @@ pub const RECLAIM_BUDGET_US_CFG: NumericConfig = NumericConfig {
     default: 1000,
     min: 0,
     max: 100_000,
-    memory: false,
+    flags: ConfigurationFlags::DEFAULT,
 };
 
 /// The most pattern work one gate check may do: (bytes of strings and keys in
 /// the value) x (the schema's pattern weight, see `core::gate`). A check over
 /// it is refused before it runs, so no check holds the server for long.
-pub static GATE_MAX_WORK: AtomicI64 = AtomicI64::new(1_000_000);
+pub static GATE_MAX_WORK: AtomicI64 = AtomicI64::new(GATE_MAX_WORK_CFG.default);
 
 pub const GATE_MAX_WORK_CFG: NumericConfig = NumericConfig {
     name: "gate-max-work",
@@ -97,14 +106,33 @@ pub const GATE_MAX_WORK_CFG: NumericConfig = NumericConfig {
     default: 1_000_000,
     min: 1000,
     max: i64::MAX,
-    memory: false,
+    flags: ConfigurationFlags::DEFAULT,
 };
 
 pub fn gate_max_work() -> u64 {
     u64::try_from(GATE_MAX_WORK.load(Ordering::Relaxed)).unwrap_or(0)
 }
 
-pub const NUMERIC: [&NumericConfig; 7] = [
+/// How long a cluster-wide invalidation waits for every slot owner to confirm
+/// before it answers with an error naming the slots not confirmed. Below the
+/// 5 s read timeout clients often default to (redis-py 8), so that they see
+/// that error rather than their own timeout.
+pub static CLUSTER_TIMEOUT_MS: AtomicI64 = AtomicI64::new(CLUSTER_TIMEOUT_MS_CFG.default);
+
+pub const CLUSTER_TIMEOUT_MS_CFG: NumericConfig = NumericConfig {
+    name: "cluster-timeout-ms",
+    value: &CLUSTER_TIMEOUT_MS,
+    default: 3000,
+    min: 10,
+    max: 3_600_000,
+    flags: ConfigurationFlags::DEFAULT,
+};
+
+pub fn cluster_timeout_ms() -> i64 {
+    CLUSTER_TIMEOUT_MS.load(Ordering::Relaxed)
+}
+
+pub const NUMERIC: [&NumericConfig; 8] = [
     &MAX_TAGS_CFG,
     &MAX_TAG_BYTES_CFG,
     &MAX_VALUE_BYTES_CFG,
@@ -112,6 +140,7 @@ pub const NUMERIC: [&NumericConfig; 7] = [
     &INVAL_SYNC_MAX_CFG,
     &RECLAIM_BUDGET_US_CFG,
     &GATE_MAX_WORK_CFG,
+    &CLUSTER_TIMEOUT_MS_CFG,
 ];
 
 pub fn inval_sync_max() -> usize {
@@ -122,7 +151,13 @@ pub fn reclaim_budget_us() -> u64 {
     u64::try_from(RECLAIM_BUDGET_US.load(Ordering::Relaxed)).unwrap_or(0)
 }
 
-/// `tcache.invalidation-channel`: empty means off.
+/// The string config `tcache.invalidation-channel`: empty means off.
+pub const INVALIDATION_CHANNEL_NAME: &str = "invalidation-channel";
+pub const INVALIDATION_CHANNEL_DEFAULT: &str = "";
+// `INVALIDATION_CHANNEL` starts as the default: a static `String` can only
+// start empty.
+const _: () = assert!(INVALIDATION_CHANNEL_DEFAULT.is_empty());
+
 pub static INVALIDATION_CHANNEL: Channel = Channel {
     value: Mutex::new(String::new()),
     shown: Mutex::new(Shown(std::ptr::null_mut())),
@@ -227,6 +262,17 @@ pub fn parse_value(raw: &[u8], memory: bool) -> Option<i64> {
 
 /// Applies `name value` pairs given to `loadmodule`. Unknown names, odd
 /// counts and out-of-range values refuse the load with a message.
+///
+/// The crate's `module_args_as_configuration` is not used: it would change
+/// what the manual documents. It turns a load argument into the default the
+/// server registers, so a `tcache.<name>` line in redis.conf would win over it
+/// (here the load argument wins: it is applied in `init`, after the server has
+/// loaded the config lines). It parses every value with `str::parse::<i64>`,
+/// refusing `max-value-bytes 1mb`. It looks each config's name up in the
+/// arguments without pairing them, so an unknown name (`nonsense 1`) or a
+/// name without a value (`max-tags`) loads silently instead of being refused,
+/// and it matches names exactly (here a `tcache.` prefix is accepted and the
+/// rest of the name is matched ignoring case).
 pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
     if !args.len().is_multiple_of(2) {
         return Err("module arguments must be name/value pairs".into());
@@ -235,9 +281,9 @@ pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
         let (name, raw) = (pair[0], pair[1]);
         let name = String::from_utf8_lossy(name);
         let short = name.strip_prefix("tcache.").unwrap_or(&name);
-        if short.eq_ignore_ascii_case("invalidation-channel") {
+        if short.eq_ignore_ascii_case(INVALIDATION_CHANNEL_NAME) {
             std::str::from_utf8(raw)
-                .map_err(|_| "invalidation-channel must be UTF-8".to_string())?;
+                .map_err(|_| format!("{INVALIDATION_CHANNEL_NAME} must be UTF-8"))?;
             INVALIDATION_CHANNEL.set_bytes(raw)?;
             continue;
         }
@@ -245,7 +291,7 @@ pub fn apply_module_args(args: &[&[u8]]) -> Result<(), String> {
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case(short))
             .ok_or_else(|| format!("unknown module argument '{name}'"))?;
-        let v = parse_value(raw, cfg.memory)
+        let v = parse_value(raw, cfg.memory())
             .filter(|v| (cfg.min..=cfg.max).contains(v))
             .ok_or_else(|| {
                 format!(

@@ -3,6 +3,7 @@
 //! the counters and the configs. Each holds its own lock; none imports the
 //! Redis glue or the commands.
 
+pub mod cluster;
 pub mod config;
 pub mod gates;
 pub mod indexes;

@@ -1,4 +1,5 @@
-//! Counters since start or the last `TCACHE.STATS RESET`.
+//! Counters since start or the last `TCACHE.STATS RESET`, and the figures
+//! `TCACHE.STATS` and `INFO tcache` report.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,56 +27,6 @@ impl Counter {
     }
 }
 
-pub static HITS: Counter = Counter::new();
-pub static MISSES: Counter = Counter::new();
-pub static SETS: Counter = Counter::new();
-/// INVALTAG / INVALPREFIX commands that ran.
-pub static INVALIDATIONS: Counter = Counter::new();
-/// Entries those commands removed.
-pub static INVALIDATED_ENTRIES: Counter = Counter::new();
-/// Writes refused by a quality gate (dry runs with GATE.CHECK not counted).
-pub static GATE_REJECTIONS: Counter = Counter::new();
-pub static PERM_HITS: Counter = Counter::new();
-pub static PERM_MISSES: Counter = Counter::new();
-pub static LEASES_GRANTED: Counter = Counter::new();
-/// TCACHE.SET ... LEASE refused (nil): lapsed, revoked, invalidated, wrong token.
-pub static LEASE_SETS_REFUSED: Counter = Counter::new();
-/// FETCH calls that had to wait for another caller's lease (blocked or told WAIT).
-pub static WAITS: Counter = Counter::new();
-/// Blocked FETCH calls that ended by their timeout.
-pub static WAIT_TIMEOUTS: Counter = Counter::new();
-/// Stale values served by FETCH.
-pub static STALE_SERVED: Counter = Counter::new();
-/// Dead entries the reclaimer deleted.
-pub static RECLAIMED: Counter = Counter::new();
-/// Time slices the reclaimer ran.
-pub static RECLAIM_SLICES: Counter = Counter::new();
-/// The longest reclaimer slice, in microseconds.
-pub static RECLAIM_SLICE_MAX_US: Counter = Counter::new();
-
-const RESETTABLE: [&Counter; 16] = [
-    &RECLAIM_SLICE_MAX_US,
-    &RECLAIM_SLICES,
-    &RECLAIMED,
-    &LEASES_GRANTED,
-    &LEASE_SETS_REFUSED,
-    &WAITS,
-    &WAIT_TIMEOUTS,
-    &STALE_SERVED,
-    &HITS,
-    &MISSES,
-    &SETS,
-    &INVALIDATIONS,
-    &INVALIDATED_ENTRIES,
-    &GATE_REJECTIONS,
-    &PERM_HITS,
-    &PERM_MISSES,
-];
-
-pub fn reset() {
-    RESETTABLE.iter().for_each(|c| c.reset());
-}
-
 /// `"90.91%"`, or `"0.00%"` before any read.
 pub fn hit_rate(hits: u64, misses: u64) -> String {
     let total = hits + misses;
@@ -100,40 +51,79 @@ pub struct IndexFigures {
     pub index_bytes: u64,
 }
 
-pub fn figures(ix: &IndexFigures) -> Vec<(&'static str, Figure)> {
-    let (h, m) = (HITS.get(), MISSES.get());
-    vec![
-        ("hits", Figure::Count(h)),
-        ("misses", Figure::Count(m)),
-        ("hit_rate", Figure::Text(hit_rate(h, m))),
-        ("sets", Figure::Count(SETS.get())),
-        ("gate_rejections", Figure::Count(GATE_REJECTIONS.get())),
-        ("invalidations", Figure::Count(INVALIDATIONS.get())),
-        (
-            "invalidated_entries",
-            Figure::Count(INVALIDATED_ENTRIES.get()),
-        ),
-        ("entries", Figure::Count(ix.entries)),
-        ("tags", Figure::Count(ix.tags)),
-        ("perm_hits", Figure::Count(PERM_HITS.get())),
-        ("perm_misses", Figure::Count(PERM_MISSES.get())),
-        ("leases_granted", Figure::Count(LEASES_GRANTED.get())),
-        (
-            "lease_sets_refused",
-            Figure::Count(LEASE_SETS_REFUSED.get()),
-        ),
-        ("waits", Figure::Count(WAITS.get())),
-        ("wait_timeouts", Figure::Count(WAIT_TIMEOUTS.get())),
-        ("stale_served", Figure::Count(STALE_SERVED.get())),
-        ("index_bytes", Figure::Count(ix.index_bytes)),
-        ("reclaim_pending", Figure::Count(ix.reclaim_pending)),
-        ("reclaimed", Figure::Count(RECLAIMED.get())),
-        ("reclaim_slices", Figure::Count(RECLAIM_SLICES.get())),
-        (
-            "reclaim_slice_max_us",
-            Figure::Count(RECLAIM_SLICE_MAX_US.get()),
-        ),
-    ]
+/// Declares the figures once, in the order they are reported, one row each:
+/// `"name": counter STATIC` declares `pub static STATIC: Counter`, reset by
+/// `reset`; `"name": index field` reports `IndexFigures::field`;
+/// `"name": hit_rate` reports the rate of `HITS` against `MISSES`.
+/// From the rows come the counters, `reset` and `figures`.
+macro_rules! figures {
+    (@declare $(#[$doc:meta])* counter $c:ident) => {
+        $(#[$doc])*
+        pub static $c: Counter = Counter::new();
+    };
+    (@declare $(#[$doc:meta])* $kind:ident $($arg:ident)?) => {};
+    (@reset counter $c:ident) => {
+        $c.reset()
+    };
+    (@reset $kind:ident $($arg:ident)?) => {};
+    (@value $ix:ident counter $c:ident) => {
+        Figure::Count($c.get())
+    };
+    (@value $ix:ident index $field:ident) => {
+        Figure::Count($ix.$field)
+    };
+    (@value $ix:ident hit_rate) => {
+        Figure::Text(hit_rate(HITS.get(), MISSES.get()))
+    };
+    ($($(#[$doc:meta])* $name:literal: $kind:ident $($arg:ident)?;)*) => {
+        $(figures!(@declare $(#[$doc])* $kind $($arg)?);)*
+
+        /// `TCACHE.STATS RESET`: zeroes every counter (index figures stay).
+        pub fn reset() {
+            $(figures!(@reset $kind $($arg)?);)*
+        }
+
+        /// Every figure with its name, in the documented order. Counters are
+        /// written and read on the main thread only, so `hit_rate` agrees with
+        /// the `hits` and `misses` beside it.
+        pub fn figures(ix: &IndexFigures) -> Vec<(&'static str, Figure)> {
+            vec![$(($name, figures!(@value ix $kind $($arg)?)),)*]
+        }
+    };
+}
+
+figures! {
+    "hits": counter HITS;
+    "misses": counter MISSES;
+    "hit_rate": hit_rate;
+    "sets": counter SETS;
+    /// Writes refused by a quality gate (dry runs with GATE.CHECK not counted).
+    "gate_rejections": counter GATE_REJECTIONS;
+    /// INVALTAG / INVALPREFIX commands that ran.
+    "invalidations": counter INVALIDATIONS;
+    /// Entries those commands removed.
+    "invalidated_entries": counter INVALIDATED_ENTRIES;
+    "entries": index entries;
+    "tags": index tags;
+    "perm_hits": counter PERM_HITS;
+    "perm_misses": counter PERM_MISSES;
+    "leases_granted": counter LEASES_GRANTED;
+    /// TCACHE.SET ... LEASE refused (nil): lapsed, revoked, invalidated, wrong token.
+    "lease_sets_refused": counter LEASE_SETS_REFUSED;
+    /// FETCH calls that had to wait for another caller's lease (blocked or told WAIT).
+    "waits": counter WAITS;
+    /// Blocked FETCH calls that ended by their timeout.
+    "wait_timeouts": counter WAIT_TIMEOUTS;
+    /// Stale values served by FETCH.
+    "stale_served": counter STALE_SERVED;
+    "index_bytes": index index_bytes;
+    "reclaim_pending": index reclaim_pending;
+    /// Dead entries the reclaimer deleted.
+    "reclaimed": counter RECLAIMED;
+    /// Time slices the reclaimer ran.
+    "reclaim_slices": counter RECLAIM_SLICES;
+    /// The longest reclaimer slice, in microseconds.
+    "reclaim_slice_max_us": counter RECLAIM_SLICE_MAX_US;
 }
 
 #[cfg(test)]
@@ -145,5 +135,26 @@ mod tests {
         assert_eq!(hit_rate(10, 1), "90.91%");
         assert_eq!(hit_rate(0, 0), "0.00%");
         assert_eq!(hit_rate(1, 0), "100.00%");
+    }
+
+    #[test]
+    fn figure_names_are_distinct_and_index_figures_are_reported() {
+        let ix = IndexFigures {
+            entries: 11,
+            reclaim_pending: 12,
+            tags: 13,
+            index_bytes: 14,
+        };
+        let all = figures(&ix);
+        let names: std::collections::BTreeSet<_> = all.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.len(), all.len(), "a name reported twice");
+        let count = |name: &str| match all.iter().find(|(n, _)| *n == name) {
+            Some((_, Figure::Count(v))) => Some(*v),
+            _ => None,
+        };
+        assert_eq!(count("entries"), Some(11));
+        assert_eq!(count("reclaim_pending"), Some(12));
+        assert_eq!(count("tags"), Some(13));
+        assert_eq!(count("index_bytes"), Some(14));
     }
 }

@@ -191,7 +191,17 @@ def spawn_cluster(kind: str, primaries: int = 3, deadline: float = 30.0) -> Clus
                 server_binary(kind),
                 free_port(55535),
                 d,
-                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"],
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    # DEBUG DROP-CLUSTER-PACKET-FILTER: a node deaf to module messages
+                    "--enable-debug-command",
+                    "yes",
+                ],
             )
             s.start()
             nodes.append(s)

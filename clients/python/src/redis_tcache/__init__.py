@@ -7,7 +7,7 @@ the raw commands in redis-py's module-command shape.
 from .aio import AsyncTCache
 from .cache import TCache
 from .commands import FetchReply, TCacheCommands, TCacheModule, TCachePipeline, register_callbacks
-from .exceptions import GateRejected, TCacheError
+from .exceptions import GateRejected, TCacheError, Unconfirmed
 from .serializer import Codec, JsonSerializer, PickleSerializer, RawSerializer, Serializer
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "TCacheError",
     "TCacheModule",
     "TCachePipeline",
+    "Unconfirmed",
     "register_callbacks",
 ]
 

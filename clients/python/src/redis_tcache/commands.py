@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from . import exceptions as _exceptions  # noqa: F401  (installs the GATE error class)
+from . import exceptions as _exceptions  # noqa: F401  (installs the GATE and UNCONFIRMED error classes)
 
 __all__ = [
     "CALLBACKS",
@@ -258,15 +258,15 @@ class TCacheCommands:
 
     # ---- invalidation ---------------------------------------------------------------
     def invaltag(self, *tags: EncodableT, **kw: Any) -> Any:
-        """``TCACHE.INVALTAG``: entries removed (this node)."""
+        """``TCACHE.INVALTAG``: entries removed (on a cluster: on every primary, the cluster-wide count)."""
         return self.execute_command("TCACHE.INVALTAG", *tags, **kw)
 
     def staletag(self, *tags: EncodableT, **kw: Any) -> Any:
-        """``TCACHE.STALETAG``: entries marked stale (this node)."""
+        """``TCACHE.STALETAG``: entries marked stale (on a cluster: on every primary, the cluster-wide count)."""
         return self.execute_command("TCACHE.STALETAG", *tags, **kw)
 
     def invalprefix(self, prefix: EncodableT, **kw: Any) -> Any:
-        """``TCACHE.INVALPREFIX``: entries removed (this node)."""
+        """``TCACHE.INVALPREFIX``: entries removed (on a cluster: on every primary, the cluster-wide count)."""
         return self.execute_command("TCACHE.INVALPREFIX", prefix, **kw)
 
     def tagcard(self, tag: EncodableT, **kw: Any) -> Any:
@@ -329,9 +329,11 @@ class TCacheCommands:
         return self.execute_command("PERM.INVALUSER", *keys, keys=list(keys), **kw)
 
     def perm_invalrole(self, *roles: EncodableT, **kw: Any) -> Any:
+        """``PERM.INVALROLE``: entries removed (on a cluster: on every primary, the cluster-wide count)."""
         return self.execute_command("PERM.INVALROLE", *roles, **kw)
 
     def perm_invalall(self, **kw: Any) -> Any:
+        """``PERM.INVALALL``: entries removed (on a cluster: on every primary, the cluster-wide count)."""
         return self.execute_command("PERM.INVALALL", **kw)
 
 
@@ -394,7 +396,10 @@ class TCacheModule(TCacheCommands):
         return results[0] if len(results) == 1 else {n.name: r for n, r in zip(nodes, results, strict=True)}
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> TCachePipeline:
-        """A pipeline with the tcache commands (``transaction`` is ignored on a cluster)."""
+        """A pipeline with the tcache commands (``transaction`` is ignored on a cluster).
+
+        In cluster mode the module refuses invalidations inside ``MULTI``; a cluster pipeline
+        has no ``MULTI``, so there an invalidation is one coordinated call."""
         if _is_cluster(self.client):
             pipe = self.client.pipeline()
         else:
