@@ -335,7 +335,8 @@ impl Cluster {
 
     /// The server binary's kind: "redis" or "valkey".
     pub fn kind(&self) -> &'static str {
-        self.nodes[0].kind()
+        let live = self.live_ports()[0];
+        self.server(live).kind()
     }
 
     /// Ports of every node still running.
