@@ -2,13 +2,14 @@
 
 use std::ffi::{c_int, c_long};
 
-use redis_module::{raw, Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, RedisString, RedisValue};
 
 use std::collections::BTreeSet;
 
 use super::is_dead;
 use crate::core::index::label_name;
 use crate::core::verify::{self, Snapshot};
+use crate::errors::{Error, NoPerm, Reply};
 use crate::glue::api;
 use crate::glue::guard;
 use crate::state::gates;
@@ -16,9 +17,9 @@ use crate::state::indexes;
 use crate::state::stats::{self, Figure};
 
 /// TCACHE.VERIFY
-pub fn verify(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn verify(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() != 1 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let lost = indexes::lost_updates();
     let mut problems = Vec::new();
@@ -54,10 +55,7 @@ pub fn verify(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if problems.is_empty() {
         Ok(RedisValue::SimpleStringStatic("OK"))
     } else {
-        Err(RedisError::String(format!(
-            "ERR index differs from entries: {}",
-            problems.join("; ")
-        )))
+        Err(Error::IndexDiffers(problems))
     }
 }
 
@@ -81,21 +79,21 @@ fn rebuild(ctx: &Context) -> (Snapshot, BTreeSet<Vec<u8>>) {
 }
 
 /// TCACHE.STATS [RESET]
-pub fn stats(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn stats(ctx: &Context, args: Vec<RedisString>) -> Reply {
     match args.len() {
         1 => {}
         2 if args[1].as_slice().eq_ignore_ascii_case(b"RESET") => {
             // An admin action, as CONFIG RESETSTAT is for the server's own.
             if let Some(caller) = api::Caller::current(ctx) {
                 if !caller.may_run(ctx, &[b"CONFIG", b"RESETSTAT"]) {
-                    return Err(RedisError::Str(crate::errors::NOPERM_RESET));
+                    return Err(Error::NoPerm(NoPerm::ResetStats));
                 }
             }
             stats::reset();
             return Ok(RedisValue::SimpleStringStatic("OK"));
         }
-        2 => return Err(RedisError::Str(crate::errors::SYNTAX)),
-        _ => return Err(RedisError::WrongArity),
+        2 => return Err(Error::Syntax),
+        _ => return Err(Error::WrongArity),
     }
     // A map in RESP3, a flat name/value array in RESP2, in the documented order,
     // then `gates`: name -> {checked, rejected, last_rejection}.

@@ -2,18 +2,16 @@
 
 use std::os::raw::{c_char, c_long};
 
-use redis_module::{
-    raw, Context, ContextFlags, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
-};
+use redis_module::{raw, Context, ContextFlags, NotifyEvent, RedisString, RedisValue};
 
-use super::{bytes, entry_or_wrongtype, read, slot, slot_mut, Slot};
+use super::{bytes, entry_or_wrongtype, read, slot, Slot};
 use crate::core::entry::{decode, encode, sort_tags, Entry};
 use crate::core::index::{Old, NO_EXPIRE};
 use crate::core::lease::Refusal;
 use crate::core::options::{
     check_limits, parse_in_range, parse_set_options, Condition, TTL_MAX, TTL_MIN,
 };
-use crate::errors;
+use crate::errors::{Error, Reply};
 use crate::glue::api;
 use crate::glue::blocking;
 use crate::state::config;
@@ -24,17 +22,16 @@ use crate::state::seq;
 use crate::state::stats;
 
 /// TCACHE.SET key value ttl [NX | XX] [GATE name] [LEASE token] [SWR seconds] [TAGS tag [tag ...]]
-pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn set(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() < 4 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
-    let ttl_s = parse_in_range(args[3].as_slice(), TTL_MIN, TTL_MAX).map_err(errors::arg)?;
+    let ttl_s = parse_in_range(args[3].as_slice(), TTL_MIN, TTL_MAX)?;
     let rest = bytes(&args[4..]);
-    let mut opts = parse_set_options(&rest).map_err(errors::arg)?;
+    let mut opts = parse_set_options(&rest)?;
     let value = args[2].as_slice();
     sort_tags(&mut opts.tags);
-    check_limits(&config::limits(), value.len(), &opts.tags, opts.tags.len())
-        .map_err(errors::arg)?;
+    check_limits(&config::limits(), value.len(), &opts.tags, opts.tags.len())?;
     gates::check_for_set(args[1].as_slice(), opts.gate, value)?;
     let now = api::now_ms();
     if let Some(token) = opts.lease {
@@ -51,8 +48,7 @@ pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             }
         }
     }
-    let mut entry =
-        Entry::cache(value, &opts.tags, seq::next()).ok_or_else(errors::entry_too_large)?;
+    let mut entry = Entry::cache(value, &opts.tags, seq::next()).ok_or(Error::EntryTooLarge)?;
     let mut ttl_ms = ttl_s * 1000;
     if let Some(swr) = opts.swr {
         entry.stale_at_ms = now + ttl_ms;
@@ -69,14 +65,14 @@ pub fn write_entry(
     entry: Entry,
     ttl_ms: i64,
     condition: Condition,
-) -> RedisResult {
+) -> Reply {
     if condition != Condition::Always {
         // Decide on a read-only look: a write refused by NX/XX must not count as
         // a modification for WATCH or client tracking.
         let exists = match read(ctx, name.as_slice(), &ctx.open_key(name)) {
             Slot::Entry(_) => true,
             Slot::Missing => false,
-            Slot::Other => return Err(errors::wrongtype()),
+            Slot::Other => return Err(Error::WrongType),
         };
         if exists == (condition == Condition::Nx) {
             return Ok(RedisValue::Null);
@@ -84,7 +80,7 @@ pub fn write_entry(
     }
     let mut key = api::EntryKey::open_write(ctx, name);
     if key.holds_other_type() {
-        return Err(errors::wrongtype());
+        return Err(Error::WrongType);
     }
     let blob = encode(&entry);
     // Replicas and the index get the absolute expiry exactly as stored.
@@ -107,13 +103,13 @@ pub fn write_entry(
             entry.seq,
         )
     })
-    .ok_or(RedisError::Str(errors::INDEX_BUSY))?
-    .ok_or(RedisError::Str(errors::INDEX_FULL))?;
+    .ok_or(Error::IndexBusy)?
+    .ok_or(Error::IndexFull)?;
     entry.index_id.set(at.id);
     if let Err(e) = key.set_entry(entry) {
         // Not stored (the key could not be written): undo the index record.
         indexes::with_db(db, |ix| ix.forget_key(name.as_slice()));
-        return Err(RedisError::Str(e));
+        return Err(Error::NotStored(e));
     }
     key.expire(expire_at, ttl_ms);
     drop(key);
@@ -138,9 +134,9 @@ pub fn reply_value(ctx: &Context, e: &Entry) {
 }
 
 /// TCACHE.MGET key [key ...]
-pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn mget(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() < 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     raw::reply_with_array(ctx.ctx, (args.len() - 1) as c_long);
     for name in &args[1..] {
@@ -160,14 +156,14 @@ pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// TCACHE.DEL key [key ...]
-pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn del(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() < 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     // Refuse before touching anything if any key holds another type.
     for name in &args[1..] {
         if matches!(slot(&ctx.open_key(name)), Slot::Other) {
-            return Err(errors::wrongtype());
+            return Err(Error::WrongType);
         }
     }
     let db = api::selected_db(ctx);
@@ -175,7 +171,7 @@ pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     for name in &args[1..] {
         // A delete revokes the key's lease even when no value was there yet.
         leases::revoke(db, name.as_slice());
-        if delete_entry(ctx, name)? {
+        if delete_entry(ctx, name) {
             deleted.push(name.safe_clone(ctx));
         }
     }
@@ -186,34 +182,34 @@ pub fn del(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// Deletes `name` if it is a live entry and fires `del`; true when deleted.
 /// The index follows through the unlink hook. For keys a client named: it
 /// looks first, since opening a missing key for writing counts as modifying it.
-pub fn delete_entry(ctx: &Context, name: &RedisString) -> Result<bool, RedisError> {
+pub fn delete_entry(ctx: &Context, name: &RedisString) -> bool {
     // A dead entry is already gone for readers; the reclaimer deletes it.
     if !matches!(
         read(ctx, name.as_slice(), &ctx.open_key(name)),
         Slot::Entry(_)
     ) {
-        return Ok(false);
+        return false;
     }
     delete_indexed(ctx, name)
 }
 
 /// Like `delete_entry` for a key the index named (so an entry, unless it just
 /// expired): no separate look first.
-pub fn delete_indexed(ctx: &Context, name: &RedisString) -> Result<bool, RedisError> {
-    let key = ctx.open_key_writable(name);
-    if !matches!(slot_mut(&key), Slot::Entry(_)) {
-        return Ok(false);
+pub fn delete_indexed(ctx: &Context, name: &RedisString) -> bool {
+    let key = api::EntryKey::open_write(ctx, name);
+    if key.entry().is_none() {
+        return false;
     }
-    key.delete()?;
+    key.delete();
     drop(key);
     api::notify(ctx, NotifyEvent::GENERIC, c"del", name);
-    Ok(true)
+    true
 }
 
 /// TCACHE.TAGS key
-pub fn tags(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn tags(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() != 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let key = ctx.open_key(&args[1]);
     Ok(match entry_or_wrongtype(ctx, args[1].as_slice(), &key)? {
@@ -229,20 +225,19 @@ pub fn tags(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// TCACHE.APPLY key serialized-entry [PXAT unix-ms] — how a write reaches
 /// replicas and the AOF: the exact entry and its absolute expiry. (Files
 /// written before PXAT existed carry APPLY then PEXPIREAT; both load.)
-pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn apply(ctx: &Context, args: Vec<RedisString>) -> Reply {
     let expire_at = match args.len() {
         3 => None,
         5 if args[3].as_slice().eq_ignore_ascii_case(b"PXAT") => {
-            Some(parse_in_range(args[4].as_slice(), 0, i64::MAX).map_err(errors::arg)?)
+            Some(parse_in_range(args[4].as_slice(), 0, i64::MAX)?)
         }
-        _ => return Err(RedisError::WrongArity),
+        _ => return Err(Error::WrongArity),
     };
     let flags = ctx.get_flags();
     if !flags.intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
-        return Err(RedisError::Str(errors::APPLY_RESERVED));
+        return Err(Error::ApplyReserved);
     }
-    let entry = decode(args[2].as_slice())
-        .map_err(|e| RedisError::String(format!("ERR bad serialized entry: {e}")))?;
+    let entry = decode(args[2].as_slice()).map_err(Error::BadEntry)?;
     // `decode` refused any sequence past MAX_SEQ.
     let _ = seq::observe(entry.seq);
     let name = args[1].as_slice();
@@ -253,19 +248,18 @@ pub fn apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     // An entry there is replaced in place (no unlink hook): unindex it here.
     if let Some(old) = key.entry() {
-        indexes::with_db(db, |ix| ix.remove(name, old.tags()))
-            .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+        indexes::with_db(db, |ix| ix.remove(name, old.tags())).ok_or(Error::IndexBusy)?;
     }
-    key.set_entry(entry).map_err(RedisError::Str)?;
+    key.set_entry(entry).map_err(Error::NotStored)?;
     if let Some(at) = expire_at {
         // Without SetAbsExpire, the time left; a time already past expires at once.
         key.expire(at, (at - api::now_ms()).max(1));
     }
     if let Some(e) = key.entry() {
         let dead = indexes::index_arrival(db, name, e, expire_at.unwrap_or(NO_EXPIRE))
-            .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+            .ok_or(Error::IndexBusy)?;
         if dead {
-            crate::glue::reclaim::start(ctx);
+            crate::glue::invalidation::reclaim_soon(ctx);
         }
     }
     drop(key);

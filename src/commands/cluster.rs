@@ -4,11 +4,11 @@
 //! coordinates it with every other slot owner (`glue::cluster`) and answers
 //! with the cluster-wide count once every slot's owner confirmed it.
 
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, RedisString, RedisValue};
 
 use super::{fetch, inval, perm};
 use crate::core::cluster::OpKind;
-use crate::errors;
+use crate::errors::{Error, Reply};
 use crate::glue::api;
 use crate::glue::blocking::can_block;
 use crate::glue::cluster;
@@ -19,7 +19,7 @@ pub fn install(ctx: &Context) {
 
 /// The command on this node only; in cluster mode the node remembers it for
 /// a while (see `glue::cluster::recently_invalidated`).
-fn apply_local(ctx: &Context, kind: OpKind, args: Vec<RedisString>) -> RedisResult {
+fn apply_local(ctx: &Context, kind: OpKind, args: Vec<RedisString>) -> Reply {
     let names: Vec<Vec<u8>> = args.iter().skip(1).map(|a| a.as_slice().to_vec()).collect();
     let reply = match kind {
         OpKind::InvalTag => inval::invaltag(ctx, args),
@@ -33,12 +33,12 @@ fn apply_local(ctx: &Context, kind: OpKind, args: Vec<RedisString>) -> RedisResu
     Ok(reply)
 }
 
-fn wide(ctx: &Context, kind: OpKind, args: Vec<RedisString>) -> RedisResult {
+fn wide(ctx: &Context, kind: OpKind, args: Vec<RedisString>) -> Reply {
     if !cluster::coordinates(ctx) {
         return apply_local(ctx, kind, args);
     }
     if !can_block(ctx) {
-        return Err(RedisError::Str(errors::CLUSTER_WIDE_CANNOT_BLOCK));
+        return Err(Error::ClusterWideCannotBlock);
     }
     let raw: Vec<Vec<u8>> = args.iter().map(|a| a.as_slice().to_vec()).collect();
     let user = api::current_user_name(ctx).unwrap_or_else(|| b"default".to_vec());
@@ -50,26 +50,26 @@ fn wide(ctx: &Context, kind: OpKind, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// TCACHE.INVALTAG tag [tag ...]
-pub fn invaltag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn invaltag(ctx: &Context, args: Vec<RedisString>) -> Reply {
     wide(ctx, OpKind::InvalTag, args)
 }
 
 /// TCACHE.STALETAG tag [tag ...]
-pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> Reply {
     wide(ctx, OpKind::StaleTag, args)
 }
 
 /// TCACHE.INVALPREFIX prefix
-pub fn invalprefix(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn invalprefix(ctx: &Context, args: Vec<RedisString>) -> Reply {
     wide(ctx, OpKind::InvalPrefix, args)
 }
 
 /// PERM.INVALROLE role [role ...]
-pub fn invalrole(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn invalrole(ctx: &Context, args: Vec<RedisString>) -> Reply {
     wide(ctx, OpKind::InvalRole, args)
 }
 
 /// PERM.INVALALL
-pub fn invalall(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn invalall(ctx: &Context, args: Vec<RedisString>) -> Reply {
     wide(ctx, OpKind::InvalAll, args)
 }

@@ -12,7 +12,7 @@ use super::cache::{is_stale_now, reply_value};
 use super::is_dead;
 use crate::core::entry::{Entry, Kind};
 use crate::core::perm;
-use crate::errors;
+use crate::errors::Error;
 use crate::glue::api;
 use crate::glue::guard;
 use crate::glue::raw::Arg;
@@ -49,16 +49,14 @@ fn run(
     ctx: *mut raw::RedisModuleCtx,
     argv: Argv,
     argc: c_int,
-    body: fn(&Context, &[Arg]) -> Result<(), RedisError>,
+    body: fn(&Context, &[Arg]) -> Result<(), Error>,
 ) -> c_int {
     let context = Context::new(ctx);
     // SAFETY: Redis passes `argc` strings in `argv`, alive for this call.
     let args = unsafe { Arg::all(argv, argc) };
-    let result = guard::callback(Err(RedisError::Str(errors::INTERNAL)), || {
-        body(&context, args)
-    });
+    let result = guard::callback(Err(Error::Internal), || body(&context, args));
     if let Err(e) = result {
-        context.reply(Err(errors::with_code(e)));
+        context.reply(Err(RedisError::from(e)));
     }
     raw::REDISMODULE_OK as c_int
 }
@@ -68,12 +66,12 @@ fn run(
 fn with_entry<R>(
     ctx: &Context,
     name: Arg,
-    f: impl FnOnce(Option<&Entry>) -> Result<R, RedisError>,
-) -> Result<R, RedisError> {
+    f: impl FnOnce(Option<&Entry>) -> Result<R, Error>,
+) -> Result<R, Error> {
     let key = api::EntryKey::open_arg(ctx, name, raw::REDISMODULE_READ);
     let e = key.entry();
     if e.is_none() && key.holds_other_type() {
-        return Err(errors::wrongtype());
+        return Err(Error::WrongType);
     }
     let live = e.filter(|e| !is_dead(ctx, name.bytes(), e));
     f(live)
@@ -82,7 +80,7 @@ fn with_entry<R>(
 extern "C" fn tcache_get(ctx: *mut raw::RedisModuleCtx, argv: Argv, argc: c_int) -> c_int {
     run(ctx, argv, argc, |ctx, args| {
         if args.len() != 2 {
-            return Err(RedisError::WrongArity);
+            return Err(Error::WrongArity);
         }
         with_entry(ctx, args[1], |e| {
             match e {
@@ -104,12 +102,12 @@ extern "C" fn tcache_get(ctx: *mut raw::RedisModuleCtx, argv: Argv, argc: c_int)
 extern "C" fn perm_check(ctx: *mut raw::RedisModuleCtx, argv: Argv, argc: c_int) -> c_int {
     run(ctx, argv, argc, |ctx, args| {
         if args.len() < 3 {
-            return Err(RedisError::WrongArity);
+            return Err(Error::WrongArity);
         }
         with_entry(ctx, args[1], |e| {
             let e = match e {
                 Some(e) if e.kind == Kind::Perm => e,
-                Some(_) => return Err(errors::wrongtype()),
+                Some(_) => return Err(Error::WrongType),
                 None => {
                     // Not cached is never reported as denied: the caller asks its database.
                     stats::PERM_MISSES.incr();

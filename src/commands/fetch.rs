@@ -1,14 +1,14 @@
 //! Stampede protection: TCACHE.FETCH (hit, lease, wait, stale) and
 //! TCACHE.STALETAG (soft invalidation).
 
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, RedisString, RedisValue};
 
 use super::{bytes, key_names, keys_with_any, read, slot_mut, Slot};
 use crate::core::entry::{encode, Entry};
 use crate::core::index::Space;
 use crate::core::lease::Lease;
 use crate::core::options::parse_in_range;
-use crate::errors;
+use crate::errors::{Error, NoPerm, Reply};
 use crate::glue::api::{self, Caller, EntryKey};
 use crate::glue::blocking;
 use crate::state::leases;
@@ -22,12 +22,41 @@ fn word(w: &'static str) -> RedisValue {
     RedisValue::SimpleStringStatic(w)
 }
 
+/// What a FETCH of a key finds right now.
+enum Found {
+    /// A fresh value: `["HIT", value]`.
+    Hit(Vec<u8>),
+    /// A value past its soft expiry, with a lease for this caller when nobody
+    /// holds one: `["STALE", value]` or `["STALE", value, token]`.
+    Stale(Vec<u8>, Option<u64>),
+    /// No value; this caller got the lease: `["LEASE", token]`.
+    Lease(u64),
+}
+
+impl Found {
+    fn reply(self) -> RedisValue {
+        match self {
+            Found::Hit(value) => {
+                RedisValue::Array(vec![word("HIT"), RedisValue::StringBuffer(value)])
+            }
+            Found::Stale(value, lease) => {
+                let mut reply = vec![word("STALE"), RedisValue::StringBuffer(value)];
+                if let Some(token) = lease {
+                    reply.push(RedisValue::BulkString(leases::format_token(token)));
+                }
+                RedisValue::Array(reply)
+            }
+            Found::Lease(token) => lease_reply(token),
+        }
+    }
+}
+
 /// Hands the blocked-client glue the replies it answers waiters with.
 pub fn install() {
     blocking::install(blocking::Replies {
         lease: lease_reply,
         wait: wait_reply,
-        resolve,
+        resolve: resolve_reply,
         is_stored,
         grant,
     });
@@ -61,62 +90,61 @@ pub fn is_stored(ctx: &Context, name: &RedisString, now_ms: i64) -> bool {
     matches!(read(ctx, name.as_slice(), &ctx.open_key(name)), Slot::Entry(e) if !is_stale(e, now_ms))
 }
 
-/// The answer to a FETCH of `name` right now, or `None` when the caller must
+/// What a FETCH of `name` finds right now, or `None` when the caller must
 /// wait for another caller's lease.
-pub fn resolve(ctx: &Context, name: &RedisString, lease_ms: i64) -> Option<RedisResult> {
+fn resolve(ctx: &Context, name: &RedisString, lease_ms: i64) -> Option<Result<Found, Error>> {
     let db = api::selected_db(ctx);
     let now = api::now_ms();
     let key = ctx.open_key(name);
     match read(ctx, name.as_slice(), &key) {
-        Slot::Other => Some(Err(errors::wrongtype())),
-        Slot::Entry(e) if !is_stale(e, now) => Some(Ok(RedisValue::Array(vec![
-            word("HIT"),
-            RedisValue::StringBuffer(e.value().to_vec()),
-        ]))),
+        Slot::Other => Some(Err(Error::WrongType)),
+        Slot::Entry(e) if !is_stale(e, now) => Some(Ok(Found::Hit(e.value().to_vec()))),
         Slot::Entry(e) => {
             stats::STALE_SERVED.incr();
-            let value = RedisValue::StringBuffer(e.value().to_vec());
-            let mut reply = vec![word("STALE"), value];
-            if leases::active(db, name.as_slice(), now).is_none() {
-                if let Some(lease) = grant(ctx, db, name.as_slice(), lease_ms, now) {
-                    reply.push(RedisValue::BulkString(leases::format_token(lease.token)));
-                }
-            }
-            Some(Ok(RedisValue::Array(reply)))
+            let value = e.value().to_vec();
+            let lease = if leases::active(db, name.as_slice(), now).is_none() {
+                grant(ctx, db, name.as_slice(), lease_ms, now).map(|l| l.token)
+            } else {
+                None
+            };
+            Some(Ok(Found::Stale(value, lease)))
         }
         Slot::Missing => {
             if leases::active(db, name.as_slice(), now).is_some() {
                 return None;
             }
             let lease = grant(ctx, db, name.as_slice(), lease_ms, now)?;
-            Some(Ok(lease_reply(lease.token)))
+            Some(Ok(Found::Lease(lease.token)))
         }
     }
 }
 
+/// The reply a woken waiter gives (see `resolve`); it counts nothing.
+fn resolve_reply(ctx: &Context, name: &RedisString, lease_ms: i64) -> Option<Reply> {
+    resolve(ctx, name, lease_ms).map(|found| found.map(Found::reply))
+}
+
 /// TCACHE.FETCH key lease-ms [WAIT timeout-ms]
-pub fn fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn fetch(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() != 3 && args.len() != 5 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
-    let lease_ms = parse_in_range(args[2].as_slice(), 1, MAX_MS).map_err(errors::arg)?;
+    let lease_ms = parse_in_range(args[2].as_slice(), 1, MAX_MS)?;
     let mut wait_ms = None;
     if args.len() == 5 {
         if !args[3].as_slice().eq_ignore_ascii_case(b"WAIT") {
-            return Err(RedisError::Str(errors::SYNTAX));
+            return Err(Error::Syntax);
         }
-        wait_ms = Some(parse_in_range(args[4].as_slice(), 1, MAX_MS).map_err(errors::arg)?);
+        wait_ms = Some(parse_in_range(args[4].as_slice(), 1, MAX_MS)?);
     }
     match resolve(ctx, &args[1], lease_ms) {
-        Some(reply) => {
-            if let Ok(RedisValue::Array(a)) = &reply {
-                match a.first() {
-                    Some(RedisValue::SimpleStringStatic("HIT")) => stats::HITS.incr(),
-                    Some(RedisValue::SimpleStringStatic("LEASE")) => stats::MISSES.incr(),
-                    _ => {}
-                }
+        Some(found) => {
+            match found {
+                Ok(Found::Hit(_)) => stats::HITS.incr(),
+                Ok(Found::Lease(_)) => stats::MISSES.incr(),
+                Ok(Found::Stale(..)) | Err(_) => {}
             }
-            reply
+            found.map(Found::reply)
         }
         None => {
             stats::MISSES.incr();
@@ -143,9 +171,9 @@ pub fn fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 /// TCACHE.STALETAG tag [tag ...]: marks the live entries carrying any of the
 /// tags stale; they stay servable as stale by FETCH until their native expiry.
-pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() < 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let tags = bytes(&args[1..]);
     let db = api::selected_db(ctx);
@@ -153,7 +181,7 @@ pub fn staletag(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let names = key_names(ctx, &keys);
     if let Some(caller) = Caller::current(ctx) {
         if !names.iter().all(|n| caller.may_update(n)) {
-            return Err(RedisError::Str(errors::NOPERM_UPDATE));
+            return Err(Error::NoPerm(NoPerm::Update));
         }
     }
     let now = api::now_ms();

@@ -10,9 +10,9 @@ pub mod inval;
 pub mod perm;
 pub mod query;
 
-use redis_module::{Context, RedisError, RedisString};
+use redis_module::{Context, RedisString};
 
-use crate::errors;
+use crate::errors::Error;
 pub use crate::glue::slot::{entry_or_wrongtype, is_dead, read, slot, slot_mut, Slot};
 
 pub fn bytes(args: &[RedisString]) -> Vec<&[u8]> {
@@ -24,10 +24,9 @@ pub fn keys_with_any(
     ctx: &Context,
     space: crate::core::index::Space,
     names: &[&[u8]],
-) -> Result<Vec<crate::core::index::Key>, RedisError> {
+) -> Result<Vec<crate::core::index::Key>, Error> {
     let db = crate::glue::api::selected_db(ctx);
-    crate::state::indexes::with_db(db, |ix| ix.keys_with_any(space, names))
-        .ok_or(RedisError::Str(errors::INDEX_BUSY))
+    crate::state::indexes::with_db(db, |ix| ix.keys_with_any(space, names)).ok_or(Error::IndexBusy)
 }
 
 /// Redis strings for keys named by the index.

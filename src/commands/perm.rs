@@ -2,7 +2,7 @@
 //! A permission entry is a tcache entry whose roles are indexed apart from tags.
 
 use redis_module::key::RedisKey;
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, RedisString, RedisValue};
 
 use super::cache::{delete_entry, reply_value, write_entry};
 use super::inval::{delete_all, invalidate, publish, Target};
@@ -11,7 +11,7 @@ use crate::core::entry::{Entry, Kind};
 use crate::core::index::Space;
 use crate::core::options::{check_limits, parse_in_range, Condition, TTL_MAX, TTL_MIN};
 use crate::core::perm;
-use crate::errors;
+use crate::errors::{Error, Reply};
 use crate::glue::api;
 use crate::state::config;
 use crate::state::indexes;
@@ -24,39 +24,39 @@ fn perm_entry<'a>(
     ctx: &Context,
     name: &RedisString,
     key: &'a RedisKey,
-) -> Result<Option<&'a Entry>, RedisError> {
+) -> Result<Option<&'a Entry>, Error> {
     match read(ctx, name.as_slice(), key) {
         Slot::Entry(e) if e.kind == Kind::Perm => Ok(Some(e)),
         Slot::Missing => Ok(None),
-        _ => Err(errors::wrongtype()),
+        _ => Err(Error::WrongType),
     }
 }
 
 /// PERM.SET key json [ttl]
-pub fn set(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn set(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() != 3 && args.len() != 4 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let ttl_s = match args.get(3) {
-        Some(t) => parse_in_range(t.as_slice(), TTL_MIN, TTL_MAX).map_err(errors::arg)?,
+        Some(t) => parse_in_range(t.as_slice(), TTL_MIN, TTL_MAX)?,
         None => config::perm_ttl(),
     };
     let json = args[2].as_slice();
     let shape = perm::parse(json).map_err(|r| {
         stats::GATE_REJECTIONS.incr();
-        RedisError::String(format!("GATE perm: {r}"))
+        Error::Perm(r)
     })?;
     let roles: Vec<&[u8]> = shape.roles.iter().collect();
-    check_limits(&config::limits(), json.len(), &roles, shape.role_count).map_err(errors::arg)?;
+    check_limits(&config::limits(), json.len(), &roles, shape.role_count)?;
     let entry = Entry::new_perm(json, &shape.roles, &shape.perms, seq::next())
-        .ok_or_else(errors::entry_too_large)?;
+        .ok_or(Error::EntryTooLarge)?;
     write_entry(ctx, &args[1], entry, ttl_s * 1000, Condition::Always)
 }
 
 /// PERM.GET key
-pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn get(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() != 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let key = ctx.open_key(&args[1]);
     match perm_entry(ctx, &args[1], &key)? {
@@ -73,16 +73,16 @@ pub fn get(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// PERM.INVALUSER key [key ...]
-pub fn invaluser(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn invaluser(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() < 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     for name in &args[1..] {
         perm_entry(ctx, name, &ctx.open_key(name))?;
     }
     let mut deleted = Vec::new();
     for name in &args[1..] {
-        if delete_entry(ctx, name)? {
+        if delete_entry(ctx, name) {
             deleted.push(name.safe_clone(ctx));
         }
     }
@@ -91,9 +91,9 @@ pub fn invaluser(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// PERM.INVALROLE role [role ...]
-pub fn invalrole(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn invalrole(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() < 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let roles = super::bytes(&args[1..]);
     let reply = invalidate(ctx, Target::Labels(Space::Roles, roles.clone()))?;
@@ -102,12 +102,11 @@ pub fn invalrole(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// PERM.INVALALL
-pub fn invalall(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn invalall(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() != 1 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let db = api::selected_db(ctx);
-    let keys = indexes::with_db(db, |ix| ix.keys_in_space(Space::Roles))
-        .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+    let keys = indexes::with_db(db, |ix| ix.keys_in_space(Space::Roles)).ok_or(Error::IndexBusy)?;
     delete_all(ctx, &keys)
 }

@@ -1,10 +1,10 @@
 //! TCACHE.TAGCARD and TCACHE.TAGSCAN: read the tag index, counting only live
 //! entries.
 
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, RedisString, RedisValue};
 
 use crate::core::options::parse_in_range;
-use crate::errors;
+use crate::errors::{Error, Reply};
 use crate::glue::api::{self, Caller, KeyAccess};
 use crate::state::indexes;
 
@@ -19,14 +19,14 @@ fn restricted_reader(ctx: &Context) -> Option<Caller> {
 }
 
 /// TCACHE.TAGCARD tag
-pub fn tagcard(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn tagcard(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() != 2 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
     let db = api::selected_db(ctx);
     let now = api::now_ms();
     let tag = args[1].as_slice();
-    let busy = || RedisError::Str(errors::INDEX_BUSY);
+    let busy = || Error::IndexBusy;
     let Some(caller) = restricted_reader(ctx) else {
         let n = indexes::with_db(db, |ix| ix.tag_card(tag, now)).ok_or_else(busy)?;
         return Ok(RedisValue::Integer(n as i64));
@@ -59,23 +59,23 @@ fn parse_cursor(raw: &[u8]) -> Option<u64> {
 const DEFAULT_COUNT: usize = 10;
 
 /// TCACHE.TAGSCAN tag cursor [COUNT count]
-pub fn tagscan(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn tagscan(ctx: &Context, args: Vec<RedisString>) -> Reply {
     if args.len() != 3 && args.len() != 5 {
-        return Err(RedisError::WrongArity);
+        return Err(Error::WrongArity);
     }
-    let cursor = parse_cursor(args[2].as_slice()).ok_or(RedisError::Str(errors::INVALID_CURSOR))?;
+    let cursor = parse_cursor(args[2].as_slice()).ok_or(Error::InvalidCursor)?;
     let mut count = DEFAULT_COUNT;
     if args.len() == 5 {
         if !args[3].as_slice().eq_ignore_ascii_case(b"COUNT") {
-            return Err(RedisError::Str(errors::SYNTAX));
+            return Err(Error::Syntax);
         }
-        count = parse_in_range(args[4].as_slice(), 1, i64::MAX).map_err(errors::arg)? as usize;
+        count = parse_in_range(args[4].as_slice(), 1, i64::MAX)? as usize;
     }
     let db = api::selected_db(ctx);
     let now = api::now_ms();
     let (next, mut keys) =
         indexes::with_db(db, |ix| ix.tag_scan(args[1].as_slice(), cursor, count, now))
-            .ok_or(RedisError::Str(errors::INDEX_BUSY))?;
+            .ok_or(Error::IndexBusy)?;
     if let Some(caller) = restricted_reader(ctx) {
         keys.retain(|k| caller.may_read(&api::string(ctx, k)));
     }

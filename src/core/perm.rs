@@ -5,9 +5,43 @@
 //! in `:*` whose part before `*` starts the asked one: `users:*` grants
 //! `users:write` and `users:a:b`, but not `users` itself.
 
+use std::fmt;
+
 use serde_json::Value;
 
 use crate::core::entry::{TagIter, TagList};
+
+/// Why a value is not a permission entry: the reason of `GATE perm: <reason>`,
+/// which names the failing place as a JSON Pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PermError {
+    /// Not a JSON document (the parser's message).
+    InvalidJson(String),
+    /// A document that is not an object.
+    NotAnObject,
+    /// The field is absent.
+    Missing(&'static str),
+    /// The field is not an array.
+    NotAnArray(&'static str),
+    /// Item `.1` of the field is not a string.
+    NotAString(&'static str, usize),
+}
+
+impl fmt::Display for PermError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PermError::InvalidJson(e) => write!(f, "invalid JSON: {e}"),
+            PermError::NotAnObject => {
+                f.write_str("/: must be an object with roles and permissions")
+            }
+            PermError::Missing(field) => write!(f, "/{field}: required field missing"),
+            PermError::NotAnArray(field) => write!(f, "/{field}: must be an array of strings"),
+            PermError::NotAString(field, i) => write!(f, "/{field}/{i}: must be a string"),
+        }
+    }
+}
+
+impl std::error::Error for PermError {}
 
 /// The roles and permissions of a permission entry.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,27 +54,28 @@ pub struct PermShape {
 
 fn strings<'a>(
     doc: &'a serde_json::Map<String, Value>,
-    field: &str,
-) -> Result<Vec<&'a [u8]>, String> {
+    field: &'static str,
+) -> Result<Vec<&'a [u8]>, PermError> {
     match doc.get(field) {
-        None => Err(format!("/{field}: required field missing")),
+        None => Err(PermError::Missing(field)),
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, v)| match v {
                 Value::String(s) => Ok(s.as_bytes()),
-                _ => Err(format!("/{field}/{i}: must be a string")),
+                _ => Err(PermError::NotAString(field, i)),
             })
             .collect(),
-        Some(_) => Err(format!("/{field}: must be an array of strings")),
+        Some(_) => Err(PermError::NotAnArray(field)),
     }
 }
 
-/// Validates the JSON shape; the error is the reason for `GATE perm: <reason>`.
-pub fn parse(json: &[u8]) -> Result<PermShape, String> {
-    let doc: Value = serde_json::from_slice(json).map_err(|e| format!("invalid JSON: {e}"))?;
+/// Validates the JSON shape.
+pub fn parse(json: &[u8]) -> Result<PermShape, PermError> {
+    let doc: Value =
+        serde_json::from_slice(json).map_err(|e| PermError::InvalidJson(e.to_string()))?;
     let Value::Object(doc) = doc else {
-        return Err("/: must be an object with roles and permissions".into());
+        return Err(PermError::NotAnObject);
     };
     let roles = strings(&doc, "roles")?;
     let perms = strings(&doc, "permissions")?;
@@ -87,7 +122,7 @@ mod tests {
             (b"\xff", "invalid JSON"),
             (br#"{"roles":[],"permissions":[NaN]}"#, "invalid JSON"),
         ] {
-            let e = parse(json).unwrap_err();
+            let e = parse(json).unwrap_err().to_string();
             assert!(e.starts_with(reason), "{e}");
         }
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));

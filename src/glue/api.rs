@@ -9,6 +9,7 @@ use redis_module::{raw, Context, ContextFlags, RedisString, RedisValue};
 
 use crate::core::entry::Entry;
 use crate::core::index::NO_EXPIRE;
+use crate::errors::NotStored;
 use crate::glue::raw::{bytes_of, cstr, Arg};
 use crate::glue::store::ENTRY_TYPE;
 
@@ -127,9 +128,9 @@ impl EntryKey {
     /// Stores `entry` as the key's value (a writable key that is empty or
     /// holds an entry). An entry already there is overwritten in place and
     /// does not go through the unlink hook: the caller re-indexes.
-    pub fn set_entry(&mut self, entry: Entry) -> Result<(), &'static str> {
+    pub fn set_entry(&mut self, entry: Entry) -> Result<(), NotStored> {
         if self.0.is_null() {
-            return Err("ERR key not open");
+            return Err(NotStored::KeyNotOpen);
         }
         // SAFETY: `self.0` is an open key.
         if let Some(old) = unsafe { entry_ptr(self.0) } {
@@ -152,7 +153,7 @@ impl EntryKey {
         if status != raw::REDISMODULE_OK as c_int {
             // SAFETY: Redis did not take the value; we still own it.
             drop(unsafe { Box::from_raw(value) });
-            return Err("ERR cannot store the entry");
+            return Err(NotStored::Refused);
         }
         Ok(())
     }
@@ -473,6 +474,12 @@ fn patterns_cover(keys: &[u8], prefix: &[u8], access: KeyAccess) -> bool {
 /// Whether the current user may delete every key (see [`may_on_prefix`]).
 pub fn may_delete_any_key(ctx: &Context) -> bool {
     may_on_prefix(ctx, b"", KeyAccess::Write)
+}
+
+/// Whether the current user may delete every one of `names` (one user
+/// lookup, one check a key). Internal clients (AOF, master) may.
+pub fn may_delete_all(ctx: &Context, names: &[RedisString]) -> bool {
+    Caller::current(ctx).is_none_or(|caller| names.iter().all(|n| caller.may_delete(n)))
 }
 
 impl Drop for Caller {

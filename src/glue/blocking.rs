@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, RedisString, RedisValue};
 
 use crate::core::lease::Lease;
-use crate::errors;
+use crate::errors::{Error, Reply};
 use crate::glue::api;
 use crate::glue::guard;
 use crate::state::leases;
@@ -29,7 +29,7 @@ pub struct Replies {
     /// `["WAIT"]`.
     pub wait: fn() -> RedisValue,
     /// The reply FETCH would give now for the key (`None`: still waiting).
-    pub resolve: fn(&Context, &RedisString, i64) -> Option<RedisResult>,
+    pub resolve: fn(&Context, &RedisString, i64) -> Option<Reply>,
     /// Whether a fresh value is stored under the key.
     pub is_stored: fn(&Context, &RedisString, i64) -> bool,
     /// A new lease on the key (db, key, lease-ms, now), its lapse timer armed.
@@ -43,10 +43,8 @@ pub fn install(replies: Replies) {
     let _ = REPLIES.set(replies);
 }
 
-fn replies() -> Result<&'static Replies, redis_module::RedisError> {
-    REPLIES
-        .get()
-        .ok_or(redis_module::RedisError::Str(errors::INTERNAL))
+fn replies() -> Result<&'static Replies, Error> {
+    REPLIES.get().ok_or(Error::Internal)
 }
 
 /// A blocked client handle, used only on the main thread.
@@ -257,7 +255,7 @@ extern "C" fn on_wake(
             }
             None => Ok((r.wait)()),
         });
-        ctx.reply(reply);
+        ctx.reply(reply.map_err(Into::into));
         OK
     })
 }
@@ -270,7 +268,7 @@ extern "C" fn on_timeout(
     guard::callback(ERR, || {
         let ctx = Context::new(ctx);
         stats::WAIT_TIMEOUTS.incr();
-        ctx.reply(replies().map(|r| (r.wait)()));
+        ctx.reply(replies().map(|r| (r.wait)()).map_err(Into::into));
         // SAFETY: inside a timeout callback Redis hands this client's handle.
         let bc = unsafe { raw::RedisModule_GetBlockedClientHandle.map(|f| f(ctx.ctx)) };
         if let Some(bc) = bc.filter(|b| !b.is_null()) {

@@ -16,14 +16,14 @@ use std::os::raw::{c_char, c_int, c_uchar, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, ContextFlags, RedisString, RedisValue};
 
 use super::api;
 use super::guard;
 use crate::core::cluster::{
     Decision, Msg, NodeId, OpId, OpKind, Progress, SlotMap, Standing, NODE_ID_LEN,
 };
-use crate::errors;
+use crate::errors::{Error, Reply};
 use crate::state::cluster::{self as registry, Pending};
 use crate::state::config;
 
@@ -37,7 +37,7 @@ const RESEND_MS: i64 = 250;
 
 /// Applies a cluster-wide command on this node only (the command's local
 /// implementation, from the commands layer).
-pub type ApplyFn = fn(&Context, OpKind, Vec<RedisString>) -> RedisResult;
+pub type ApplyFn = fn(&Context, OpKind, Vec<RedisString>) -> Reply;
 
 static APPLY: OnceLock<ApplyFn> = OnceLock::new();
 static CLUSTER_MODE: AtomicBool = AtomicBool::new(false);
@@ -139,14 +139,8 @@ pub fn coordinates(ctx: &Context) -> bool {
 /// Starts coordinating a command already applied here (`local` entries):
 /// blocks the client and returns `NoReply`, or replies at once when this node
 /// owns every slot.
-pub fn start(
-    ctx: &Context,
-    kind: OpKind,
-    user: Vec<u8>,
-    args: Vec<Vec<u8>>,
-    local: i64,
-) -> RedisResult {
-    let me = my_id().ok_or(RedisError::Str(errors::INTERNAL))?;
+pub fn start(ctx: &Context, kind: OpKind, user: Vec<u8>, args: Vec<Vec<u8>>, local: i64) -> Reply {
+    let me = my_id().ok_or(Error::Internal)?;
     let map = slot_map(ctx);
     let mut progress = Progress::new();
     progress.record(me, local, map.owned_by(&me));
@@ -158,7 +152,7 @@ pub fn start(
     // SAFETY: the callbacks have the signatures Redis expects; the handle stays
     // valid until it is passed to UnblockClient, exactly once (`finish`).
     let bc = unsafe {
-        let block = raw::RedisModule_BlockClient.ok_or(RedisError::Str(errors::INTERNAL))?;
+        let block = raw::RedisModule_BlockClient.ok_or(Error::Internal)?;
         let bc = block(
             ctx.ctx,
             Some(on_reply),
@@ -167,7 +161,7 @@ pub fn start(
             0,
         );
         if bc.is_null() {
-            return Err(RedisError::Str(errors::INTERNAL));
+            return Err(Error::Internal);
         }
         if let Some(set) = raw::RedisModule_SetDisconnectCallback {
             set(bc, Some(on_disconnect));
@@ -383,12 +377,9 @@ fn apply_remote(
     user: &[u8],
     args: Vec<Vec<u8>>,
 ) -> Result<i64, String> {
-    let apply = APPLY.get().ok_or_else(|| errors::INTERNAL.to_string())?;
+    let apply = APPLY.get().ok_or_else(|| Error::Internal.to_string())?;
     if !api::user_exists(ctx, user) {
-        return Err(format!(
-            "NOPERM user '{}' does not exist on every node",
-            String::from_utf8_lossy(user)
-        ));
+        return Err(Error::UnknownUser(user.to_vec()).to_string());
     }
     let argv: Vec<RedisString> = args.iter().map(|a| api::string(ctx, a)).collect();
     REMOTE.with(|r| r.set(true));
@@ -397,16 +388,7 @@ fn apply_remote(
     match reply {
         Ok(RedisValue::Integer(n)) => Ok(n),
         Ok(_) => Ok(0),
-        Err(e) => Err(error_text(errors::with_code(e))),
-    }
-}
-
-fn error_text(e: RedisError) -> String {
-    match e {
-        RedisError::WrongArity => "ERR wrong number of arguments".to_string(),
-        RedisError::WrongType => errors::WRONGTYPE.to_string(),
-        RedisError::Str(s) => s.to_string(),
-        RedisError::String(s) => s,
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -458,11 +440,12 @@ fn unconfirmed_text(p: &Pending, slots: &crate::core::cluster::SlotSet) -> Strin
         OpKind::InvalRole => "PERM.INVALROLE",
         OpKind::InvalAll => "PERM.INVALALL",
     };
-    format!(
-        "UNCONFIRMED {name} was not confirmed within {} ms (tcache.cluster-timeout-ms) by the owners of slots {}; it was applied where confirmed, and repeating it is safe",
-        p.timeout_ms,
-        slots.ranges_text()
-    )
+    Error::Unconfirmed {
+        command: name,
+        timeout_ms: p.timeout_ms,
+        slots: slots.ranges_text(),
+    }
+    .to_string()
 }
 
 /// Hands `outcome` to the blocked client; its reply callback answers. `None`
@@ -523,10 +506,10 @@ extern "C" fn on_reply(
         };
         let reply = match outcome {
             Some(Outcome::Count(n)) => Ok(RedisValue::Integer(*n)),
-            Some(Outcome::Error(e)) => Err(errors::with_code(RedisError::String(e.clone()))),
-            None => Err(RedisError::Str(errors::INTERNAL)),
+            Some(Outcome::Error(e)) => Err(Error::Relayed(e.clone())),
+            None => Err(Error::Internal),
         };
-        ctx.reply(reply);
+        ctx.reply(reply.map_err(Into::into));
         raw::Status::Ok as c_int
     })
 }
@@ -544,9 +527,7 @@ extern "C" fn on_timeout(
         if let Some(bc) = bc {
             forget(bc as usize);
         }
-        ctx.reply(Err(RedisError::Str(
-            "UNCONFIRMED unblocked before every slot owner confirmed; repeating it is safe",
-        )));
+        ctx.reply(Err(Error::UnblockedUnconfirmed.into()));
         raw::Status::Ok as c_int
     })
 }

@@ -14,8 +14,8 @@ use crate::glue::api::{self, EntryKey};
 use crate::glue::blocking;
 use crate::glue::cluster;
 use crate::glue::guard;
+use crate::glue::invalidation;
 use crate::glue::raw::{bytes_of, event_name};
-use crate::glue::reclaim;
 use crate::state::indexes;
 use crate::state::leases;
 
@@ -110,7 +110,7 @@ fn index_key(ctx: &Context, key: &[u8], restored: bool, db: i32) {
         let expire = handle.expire_at();
         if indexes::index_arrival(db, name.as_slice(), e, expire) == Some(true) {
             // Written before a pending invalidation that kills it.
-            reclaim::start(ctx);
+            invalidation::reclaim_soon(ctx);
         }
         // A value arrived by RENAME/MOVE/COPY/RESTORE: the lease is void and
         // the waiters get the value.

@@ -3,22 +3,20 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use redis_module::{Context, RedisError, RedisResult, RedisString};
+use redis_module::{Context, RedisResult, RedisString};
 
-use crate::errors;
+use crate::errors::{Error, Reply};
 
-/// Runs a command handler; a panic becomes `ERR internal error`, and error
-/// strings without a Redis code get one.
+/// Runs a command handler; a panic becomes `ERR internal error`, an error its
+/// reply (see `errors`).
 pub fn command(
     ctx: &Context,
     args: Vec<RedisString>,
-    handler: fn(&Context, Vec<RedisString>) -> RedisResult,
+    handler: fn(&Context, Vec<RedisString>) -> Reply,
 ) -> RedisResult {
-    match catch_unwind(AssertUnwindSafe(|| handler(ctx, args))) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(errors::with_code(e)),
-        Err(_) => Err(RedisError::Str(errors::INTERNAL)),
-    }
+    catch_unwind(AssertUnwindSafe(|| handler(ctx, args)))
+        .unwrap_or(Err(Error::Internal))
+        .map_err(Into::into)
 }
 
 /// Runs a callback body; a panic yields `fallback`.
@@ -26,7 +24,7 @@ pub fn callback<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
 }
 
-/// Wraps a handler `fn(&Context, Vec<RedisString>) -> RedisResult` for the command table.
+/// Wraps a handler `fn(&Context, Vec<RedisString>) -> errors::Reply` for the command table.
 #[macro_export]
 macro_rules! guarded {
     ($handler:path) => {

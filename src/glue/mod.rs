@@ -1,9 +1,9 @@
 //! The Redis glue: everything that talks to the server's module API beyond
 //! what the `redis_module` crate wraps — key access, ACL checks, replication
 //! and AOF emission (`api`), the data type and its persistence (`store`),
-//! keyspace and server events, blocked clients, the reclaimer's driver,
-//! command metadata, the allocator and the panic guard. Nothing here knows
-//! the commands; the commands are built on it.
+//! keyspace and server events, blocked clients, the invalidation lifecycle
+//! and its reclaimer, command metadata, the allocator and the panic guard.
+//! Nothing here knows the commands; the commands are built on it.
 
 pub mod alloc;
 pub mod api;
@@ -12,7 +12,7 @@ pub mod cluster;
 pub mod command_info;
 pub mod events;
 pub mod guard;
+pub mod invalidation;
 pub mod raw;
-pub mod reclaim;
 pub mod slot;
 pub mod store;

@@ -2,10 +2,10 @@
 //! (dead ones read as missing), or another type.
 
 use redis_module::key::{RedisKey, RedisKeyWritable};
-use redis_module::{Context, RedisError};
+use redis_module::Context;
 
 use crate::core::entry::Entry;
-use crate::errors;
+use crate::errors::Error;
 use crate::glue::store::ENTRY_TYPE;
 
 /// What a key holds, from a tcache point of view.
@@ -54,10 +54,10 @@ pub fn entry_or_wrongtype<'a>(
     ctx: &Context,
     name: &[u8],
     key: &'a RedisKey,
-) -> Result<Option<&'a Entry>, RedisError> {
+) -> Result<Option<&'a Entry>, Error> {
     match read(ctx, name, key) {
         Slot::Entry(e) => Ok(Some(e)),
         Slot::Missing => Ok(None),
-        Slot::Other => Err(errors::wrongtype()),
+        Slot::Other => Err(Error::WrongType),
     }
 }

@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use redis_module::RedisError;
-
 use crate::core::gate::{check_json, Gate};
 use crate::core::perm;
+use crate::errors::Error;
 
 /// The built-in gates, always present, never replaced.
 pub const BUILTIN: [&[u8]; 2] = [b"json", b"perm"];
@@ -26,15 +25,6 @@ static GATES: Mutex<BTreeMap<Vec<u8>, Registered>> = Mutex::new(BTreeMap::new())
 
 pub fn lock() -> MutexGuard<'static, BTreeMap<Vec<u8>, Registered>> {
     GATES.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// `GATE <name>: <where>: <why>`.
-fn rejection(name: &[u8], why: impl std::fmt::Display) -> RedisError {
-    RedisError::String(format!("GATE {}: {why}", show(name)))
 }
 
 impl Registered {
@@ -56,31 +46,35 @@ pub fn install(name: Vec<u8>, gate: Gate, prefix: Option<Vec<u8>>) {
 }
 
 /// Checks `value` against gate `name` (built-in or registered) and counts it.
-pub fn check(name: &[u8], value: &[u8]) -> Result<(), RedisError> {
+pub fn check(name: &[u8], value: &[u8]) -> Result<(), Error> {
     run(name, value, true)
 }
 
 /// Like `check`, counting nothing: TCACHE.GATE.CHECK.
-pub fn dry_run(name: &[u8], value: &[u8]) -> Result<(), RedisError> {
+pub fn dry_run(name: &[u8], value: &[u8]) -> Result<(), Error> {
     run(name, value, false)
 }
 
-fn run(name: &[u8], value: &[u8], count: bool) -> Result<(), RedisError> {
+fn run(name: &[u8], value: &[u8], count: bool) -> Result<(), Error> {
+    let refused = |why| Error::Gate {
+        gate: name.to_vec(),
+        why,
+    };
     let builtin = match name {
-        b"json" => Some(check_json(value).map_err(|r| r.to_string())),
-        b"perm" => Some(perm::parse(value).map(|_| ())),
+        b"json" => Some(check_json(value).map_err(refused)),
+        b"perm" => Some(perm::parse(value).map(drop).map_err(Error::Perm)),
         _ => None,
     };
     if let Some(verdict) = builtin {
         if verdict.is_err() && count {
             crate::state::stats::GATE_REJECTIONS.incr();
         }
-        return verdict.map_err(|r| rejection(name, r));
+        return verdict;
     }
     let mut gates = lock();
     let g = gates
         .get_mut(name)
-        .ok_or_else(|| RedisError::String(format!("ERR no such gate '{}'", show(name))))?;
+        .ok_or_else(|| Error::NoSuchGate(name.to_vec()))?;
     let verdict = g.gate.check(value, crate::state::config::gate_max_work());
     if count {
         g.checked += 1;
@@ -90,7 +84,7 @@ fn run(name: &[u8], value: &[u8], count: bool) -> Result<(), RedisError> {
             crate::state::stats::GATE_REJECTIONS.incr();
         }
     }
-    verdict.map_err(|r| rejection(name, r))
+    verdict.map_err(refused)
 }
 
 /// The gate bound to the longest prefix of `key`, if any.
@@ -105,7 +99,7 @@ fn prefix_gate(key: &[u8]) -> Option<Vec<u8>> {
 
 /// The checks of a TCACHE.SET: the gate named with `GATE`, and the gate bound to
 /// the most specific prefix of the key (which no client can skip).
-pub fn check_for_set(key: &[u8], named: Option<&[u8]>, value: &[u8]) -> Result<(), RedisError> {
+pub fn check_for_set(key: &[u8], named: Option<&[u8]>, value: &[u8]) -> Result<(), Error> {
     let bound = prefix_gate(key);
     if let Some(name) = named {
         check(name, value)?;
