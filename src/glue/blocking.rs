@@ -237,27 +237,33 @@ extern "C" fn on_wake(
 ) -> c_int {
     guard::callback(ERR, || {
         let ctx = Context::new(ctx);
-        // SAFETY: in a reply callback, the private data is the Wake we passed
-        // to UnblockClient (or NULL), alive until free_wake.
-        let wake = unsafe {
-            raw::RedisModule_GetBlockedClientPrivateData
-                .and_then(|f| f(ctx.ctx).cast::<Wake>().as_ref())
-        };
-        let reply = replies().and_then(|r| match wake {
-            Some(Wake::Lease { token }) => Ok((r.lease)(*token)),
-            Some(Wake::Resolve { key, lease_ms }) => {
-                let name = api::string(&ctx, key);
-                (r.resolve)(&ctx, &name, *lease_ms).unwrap_or_else(|| Ok((r.wait)()))
-            }
-            Some(Wake::TimedOut) => {
-                stats::WAIT_TIMEOUTS.incr();
-                Ok((r.wait)())
-            }
-            None => Ok((r.wait)()),
-        });
-        ctx.reply(reply.map_err(Into::into));
+        answer(&ctx);
         OK
     })
+}
+
+/// Replies to a released waiter from the Wake handed to UnblockClient (in a
+/// reply callback, or in the disconnect callback: see [`on_disconnect`]).
+fn answer(ctx: &Context) {
+    // SAFETY: in a reply or disconnect callback, the private data is the Wake
+    // we passed to UnblockClient (or NULL), alive until free_wake.
+    let wake = unsafe {
+        raw::RedisModule_GetBlockedClientPrivateData
+            .and_then(|f| f(ctx.ctx).cast::<Wake>().as_ref())
+    };
+    let reply = replies().and_then(|r| match wake {
+        Some(Wake::Lease { token }) => Ok((r.lease)(*token)),
+        Some(Wake::Resolve { key, lease_ms }) => {
+            let name = api::string(ctx, key);
+            (r.resolve)(ctx, &name, *lease_ms).unwrap_or_else(|| Ok((r.wait)()))
+        }
+        Some(Wake::TimedOut) => {
+            stats::WAIT_TIMEOUTS.incr();
+            Ok((r.wait)())
+        }
+        None => Ok((r.wait)()),
+    });
+    ctx.reply(reply.map_err(Into::into));
 }
 
 extern "C" fn on_timeout(
@@ -278,11 +284,25 @@ extern "C" fn on_timeout(
     })
 }
 
-extern "C" fn on_disconnect(
-    _ctx: *mut raw::RedisModuleCtx,
-    bc: *mut raw::RedisModuleBlockedClient,
-) {
-    guard::callback((), || drop_waiter(Handle(bc as usize)))
+/// The client left (or was killed) while blocked, or `CLIENT UNBLOCK` came
+/// for it. A waiter still registered is just released. One we released
+/// already, in this same event-loop iteration, would never get the reply we
+/// handed over: the server skips the timeout callback of a client the module
+/// has unblocked, then forgets the client before our reply callback runs
+/// (Redis 7.0 and Valkey, `unblockClientFromModule`; seen as a FETCH waiter
+/// left without any reply after `CLIENT UNBLOCK id TIMEOUT`). The server
+/// calls this callback only then (it clears it before a normal reply or a
+/// timeout), so the reply is written here; to a client that is going away it
+/// is simply dropped with the client.
+extern "C" fn on_disconnect(ctx: *mut raw::RedisModuleCtx, bc: *mut raw::RedisModuleBlockedClient) {
+    guard::callback((), || {
+        let handle = Handle(bc as usize);
+        if forget(handle) {
+            release(handle, None);
+        } else {
+            answer(&Context::new(ctx));
+        }
+    })
 }
 
 extern "C" fn free_wake(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {

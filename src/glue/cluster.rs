@@ -497,21 +497,26 @@ extern "C" fn on_reply(
     _argc: c_int,
 ) -> c_int {
     guard::callback(raw::Status::Err as c_int, || {
-        let ctx = Context::new(ctx);
-        // SAFETY: in a reply callback the private data is the Outcome passed to
-        // UnblockClient, alive until free_outcome.
-        let outcome = unsafe {
-            raw::RedisModule_GetBlockedClientPrivateData
-                .and_then(|f| f(ctx.ctx).cast::<Outcome>().as_ref())
-        };
-        let reply = match outcome {
-            Some(Outcome::Count(n)) => Ok(RedisValue::Integer(*n)),
-            Some(Outcome::Error(e)) => Err(Error::Relayed(e.clone())),
-            None => Err(Error::Internal),
-        };
-        ctx.reply(reply.map_err(Into::into));
+        answer(&Context::new(ctx));
         raw::Status::Ok as c_int
     })
+}
+
+/// Replies from the Outcome handed to UnblockClient (in the reply callback,
+/// or in the disconnect callback: see [`on_disconnect`]).
+fn answer(ctx: &Context) {
+    // SAFETY: in a reply or disconnect callback the private data is the
+    // Outcome passed to UnblockClient (or NULL), alive until free_outcome.
+    let outcome = unsafe {
+        raw::RedisModule_GetBlockedClientPrivateData
+            .and_then(|f| f(ctx.ctx).cast::<Outcome>().as_ref())
+    };
+    let reply = match outcome {
+        Some(Outcome::Count(n)) => Ok(RedisValue::Integer(*n)),
+        Some(Outcome::Error(e)) => Err(Error::Relayed(e.clone())),
+        None => Err(Error::Internal),
+    };
+    ctx.reply(reply.map_err(Into::into));
 }
 
 /// Only `CLIENT UNBLOCK` gets here (the block has no server timeout).
@@ -532,16 +537,25 @@ extern "C" fn on_timeout(
     })
 }
 
+/// The client left, or `CLIENT UNBLOCK` came for it. A command still in
+/// flight is dropped. One already answered (its Outcome handed over in this
+/// same event-loop iteration) would lose that answer: the server calls this
+/// callback only then, and forgets the client before our reply callback runs
+/// (see `blocking::on_disconnect`), so the answer is written here.
 extern "C" fn on_disconnect(
-    _ctx: *mut raw::RedisModuleCtx,
+    ctx: *mut raw::RedisModuleCtx,
     bc: *mut raw::RedisModuleBlockedClient,
 ) {
-    guard::callback((), || forget(bc as usize))
+    guard::callback((), || {
+        if !forget(bc as usize) {
+            answer(&Context::new(ctx));
+        }
+    })
 }
 
 /// Drops the command of a client that left or was unblocked, and releases
-/// its handle (once: only if it was still registered).
-fn forget(client: usize) {
+/// its handle (once: only if it was still registered). Whether it was.
+fn forget(client: usize) -> bool {
     let found = registry::with(|c| {
         let before = c.pending.len();
         c.pending.retain(|_, p| p.client != client);
@@ -550,6 +564,7 @@ fn forget(client: usize) {
     if found {
         finish(client, None);
     }
+    found
 }
 
 extern "C" fn free_outcome(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
