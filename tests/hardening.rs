@@ -389,6 +389,51 @@ fn tag_reads_show_only_the_keys_the_caller_may_read() {
     assert_eq!(common::tc::tagscan_all(&mut admin, b"shared").len(), 5);
 }
 
+/// Redis 7.0 keeps a user's key patterns between whole-keyspace checks
+/// (TAGCARD, a logical INVALTAG); every ACL change, direct or queued in MULTI,
+/// must take effect on the next command.
+#[test]
+fn acl_changes_take_effect_at_once_for_whole_keyspace_checks() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    ok(
+        admin.q(&["CONFIG", "SET", "tcache.inval-sync-max", "0"]),
+        "CONFIG SET",
+    );
+    for k in ["tenantA:1", "tenantB:1", "tenantB:2"] {
+        set(&mut admin, k, "v", 100, &["acl-shared"]);
+    }
+    let mut bob = user(&s, &mut admin, "bob", &["~*", "+@all"]);
+    assert_eq!(bob.q(&["TCACHE.TAGCARD", "acl-shared"]).as_int(), 3);
+    // Narrowed inside MULTI: takes effect when EXEC runs it, not before.
+    ok(admin.q(&["MULTI"]), "MULTI");
+    admin.q(&["ACL", "SETUSER", "bob", "resetkeys", "~tenantB:*"]);
+    assert_eq!(bob.q(&["TCACHE.TAGCARD", "acl-shared"]).as_int(), 3);
+    assert!(!admin.q(&["EXEC"]).is_error());
+    assert_eq!(bob.q(&["TCACHE.TAGCARD", "acl-shared"]).as_int(), 2);
+    // Widened, then narrowed directly.
+    ok(
+        admin.q(&["ACL", "SETUSER", "bob", "resetkeys", "~*"]),
+        "ACL SETUSER",
+    );
+    assert_eq!(bob.q(&["TCACHE.TAGCARD", "acl-shared"]).as_int(), 3);
+    ok(
+        admin.q(&["ACL", "SETUSER", "bob", "resetkeys", "~tenantA:*"]),
+        "ACL SETUSER",
+    );
+    assert_eq!(bob.q(&["TCACHE.TAGCARD", "acl-shared"]).as_int(), 1);
+    // A logical INVALTAG reaching a key bob may not delete is refused now.
+    noperm(bob.q(&["TCACHE.INVALTAG", "acl-shared"]), "INVALTAG as bob");
+    assert_eq!(admin.q(&["TCACHE.TAGCARD", "acl-shared"]).as_int(), 3);
+    // Widened again: allowed at once.
+    ok(
+        admin.q(&["ACL", "SETUSER", "bob", "resetkeys", "~*"]),
+        "ACL SETUSER",
+    );
+    assert_eq!(bob.q(&["TCACHE.INVALTAG", "acl-shared"]).as_int(), 3);
+    assert_verified(&mut admin);
+}
+
 #[test]
 fn resetting_statistics_is_an_admin_action() {
     let s = Server::start();

@@ -4,13 +4,13 @@ use redis_module::{Context, RedisString, RedisValue};
 
 use crate::core::gate::Gate;
 use crate::errors::{Error, NoPerm, Reply};
-use crate::glue::api::{self, KeyAccess};
+use crate::glue::acl::{self, KeyAccess};
 use crate::state::gates::{self, BUILTIN};
 
 /// NOPERM unless the caller may write every key a gate governs: those under
 /// its prefix, or every key for a gate without one (any SET may name it).
 fn check_may_govern(ctx: &Context, prefix: Option<&[u8]>) -> Result<(), Error> {
-    if api::may_on_prefix(ctx, prefix.unwrap_or_default(), KeyAccess::Write) {
+    if acl::may_on_prefix(ctx, prefix.unwrap_or_default(), KeyAccess::Write) {
         Ok(())
     } else {
         Err(Error::NoPerm(NoPerm::Gate))

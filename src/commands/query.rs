@@ -5,14 +5,15 @@ use redis_module::{Context, RedisString, RedisValue};
 
 use crate::core::options::parse_in_range;
 use crate::errors::{Error, Reply};
-use crate::glue::api::{self, Caller, KeyAccess};
+use crate::glue::acl::{self, KeyAccess};
+use crate::glue::api::{self, Caller};
 use crate::state::indexes;
 
 /// The caller, when it may not read every key: what a tag reaches must then be
 /// filtered by its key permissions (other tenants' keys are neither listed
 /// nor counted). `None` for a caller that reads everything.
 fn restricted_reader(ctx: &Context) -> Option<Caller> {
-    if api::may_on_prefix(ctx, b"", KeyAccess::Read) {
+    if acl::may_on_prefix(ctx, b"", KeyAccess::Read) {
         return None;
     }
     Caller::current(ctx)

@@ -290,7 +290,7 @@ pub fn current_user_name(ctx: &Context) -> Option<Vec<u8>> {
 /// Whether the command comes from the primary or an AOF being loaded: such a
 /// client has no user (Redis 7.0's RM_GetCurrentUserName dereferences it and
 /// crashes), and what it replays was checked where it first ran.
-fn internal_client(ctx: &Context) -> bool {
+pub fn internal_client(ctx: &Context) -> bool {
     ctx.get_flags()
         .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING)
 }
@@ -328,7 +328,7 @@ impl Caller {
     /// Whether this user may `flag` every key starting with `prefix`, where the
     /// server can tell (RedisModule_ACLCheckKeyPrefixPermissions: Valkey, Redis
     /// 7.4+); `None` where it cannot (Redis 7.0).
-    fn may_prefix(&self, ctx: &Context, prefix: &[u8], flag: u32) -> Option<bool> {
+    pub fn may_prefix(&self, ctx: &Context, prefix: &[u8], flag: u32) -> Option<bool> {
         // SAFETY: the API pointer is written once at load.
         let check = unsafe { raw::RedisModule_ACLCheckKeyPrefixPermissions }?;
         let ok = raw::REDISMODULE_OK as c_int;
@@ -378,102 +378,6 @@ impl Caller {
             })
         }
     }
-}
-
-/// What a caller wants to do with keys, for the whole-keyspace checks.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum KeyAccess {
-    Read,
-    Write,
-}
-
-impl KeyAccess {
-    fn flag(self) -> u32 {
-        match self {
-            KeyAccess::Read => raw::REDISMODULE_CMD_KEY_ACCESS,
-            KeyAccess::Write => {
-                raw::REDISMODULE_CMD_KEY_UPDATE
-                    | raw::REDISMODULE_CMD_KEY_INSERT
-                    | raw::REDISMODULE_CMD_KEY_DELETE
-            }
-        }
-    }
-}
-
-/// Whether the current user may `access` every key starting with `prefix`
-/// (`b""`: every key), so that a command reaching keys through an index need
-/// not check them one by one. Internal clients (AOF, master) may.
-///
-/// Where the server has a prefix check it answers; on Redis 7.0 the caller
-/// must have a key pattern `<literal>*` granting that access whose literal
-/// starts `prefix` (`~*`, `%R~*`, `~tenantA:*` for `tenantA:x`...), read from
-/// `ACL GETUSER`: stricter than the exact rule (a pattern such as `~t?nant*`
-/// is not understood and grants nothing here), never looser.
-pub fn may_on_prefix(ctx: &Context, prefix: &[u8], access: KeyAccess) -> bool {
-    if internal_client(ctx) {
-        return true;
-    }
-    let Some(name) = current_user_name(ctx) else {
-        return true;
-    };
-    let name = String::from_utf8(name);
-    if let Some(caller) = Caller::current(ctx) {
-        if let Some(answer) = caller.may_prefix(ctx, prefix, access.flag()) {
-            return answer;
-        }
-    }
-    let Ok(name) = name else {
-        return false;
-    };
-    // ACL GETUSER answers name/value pairs; `keys` lists the root selector's
-    // patterns, each with optional `%R`/`%W`/`%RW` permissions (none: both).
-    let Ok(RedisValue::Array(fields)) = ctx.call("ACL", &["GETUSER", name.as_str()]) else {
-        return false;
-    };
-    let text = |v: &RedisValue| match v {
-        RedisValue::SimpleString(s) => Some(s.as_bytes().to_vec()),
-        RedisValue::BulkString(s) => Some(s.as_bytes().to_vec()),
-        RedisValue::BulkRedisString(s) => Some(s.as_slice().to_vec()),
-        RedisValue::StringBuffer(b) => Some(b.clone()),
-        _ => None,
-    };
-    fields
-        .chunks(2)
-        .find(|pair| text(&pair[0]).as_deref() == Some(b"keys"))
-        .and_then(|pair| pair.get(1).and_then(text))
-        .is_some_and(|keys| patterns_cover(&keys, prefix, access))
-}
-
-/// Whether an `ACL GETUSER` `keys` value grants `access` to every key that
-/// starts with `prefix`: some pattern is a plain literal followed by one `*`,
-/// and that literal starts `prefix`.
-fn patterns_cover(keys: &[u8], prefix: &[u8], access: KeyAccess) -> bool {
-    keys.split(|&b| b == b' ').any(|p| {
-        let (perms, pattern): (&[u8], &[u8]) = match p.strip_prefix(b"%") {
-            Some(rest) => match rest.iter().position(|&b| b == b'~') {
-                Some(i) => (&rest[..i], &rest[i..]),
-                None => return false,
-            },
-            None => (b"RW", p),
-        };
-        let needed = match access {
-            KeyAccess::Read => b'R',
-            KeyAccess::Write => b'W',
-        };
-        let Some(literal) = pattern
-            .strip_prefix(b"~")
-            .and_then(|g| g.strip_suffix(b"*"))
-        else {
-            return false;
-        };
-        let plain = !literal.iter().any(|b| b"*?[]\\".contains(b));
-        plain && prefix.starts_with(literal) && perms.contains(&needed)
-    })
-}
-
-/// Whether the current user may delete every key (see [`may_on_prefix`]).
-pub fn may_delete_any_key(ctx: &Context) -> bool {
-    may_on_prefix(ctx, b"", KeyAccess::Write)
 }
 
 /// Whether the current user may delete every one of `names` (one user
@@ -648,27 +552,4 @@ unsafe fn entry_ptr(key: *mut raw::RedisModuleKey) -> Option<*mut Entry> {
     }
     let value = raw::RedisModule_ModuleTypeGetValue?(key).cast::<Entry>();
     (!value.is_null()).then_some(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_patterns_cover_a_prefix_only_when_they_surely_do() {
-        let w = KeyAccess::Write;
-        let r = KeyAccess::Read;
-        assert!(patterns_cover(b"~*", b"", w));
-        assert!(patterns_cover(b"~*", b"x", r));
-        assert!(patterns_cover(b"%R~*", b"", r));
-        assert!(!patterns_cover(b"%R~*", b"", w));
-        assert!(patterns_cover(b"%W~* %R~a*", b"", w));
-        assert!(patterns_cover(b"~tenantA:*", b"tenantA:", w));
-        assert!(patterns_cover(b"~tenantA:*", b"tenantA:x", w));
-        assert!(!patterns_cover(b"~tenantA:*", b"tenant", w));
-        assert!(!patterns_cover(b"~tenantA:*", b"", w));
-        assert!(!patterns_cover(b"~t?nant*", b"tenant", w));
-        assert!(!patterns_cover(b"~tenantA:1", b"tenantA:1", w));
-        assert!(!patterns_cover(b"", b"", r));
-    }
 }

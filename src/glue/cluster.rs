@@ -542,10 +542,7 @@ extern "C" fn on_timeout(
 /// same event-loop iteration) would lose that answer: the server calls this
 /// callback only then, and forgets the client before our reply callback runs
 /// (see `blocking::on_disconnect`), so the answer is written here.
-extern "C" fn on_disconnect(
-    ctx: *mut raw::RedisModuleCtx,
-    bc: *mut raw::RedisModuleBlockedClient,
-) {
+extern "C" fn on_disconnect(ctx: *mut raw::RedisModuleCtx, bc: *mut raw::RedisModuleBlockedClient) {
     guard::callback((), || {
         if !forget(bc as usize) {
             answer(&Context::new(ctx));

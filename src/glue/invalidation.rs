@@ -41,6 +41,7 @@ use redis_module::{raw, Context, ContextFlags, NotifyEvent, RedisString};
 
 use crate::core::index::{DbIndex, Id, Key, Space};
 use crate::errors::{Error, NoPerm};
+use crate::glue::acl;
 use crate::glue::api::{self, EntryKey};
 use crate::glue::guard;
 use crate::state::config;
@@ -127,7 +128,7 @@ pub fn invalidate(ctx: &Context, target: &Target) -> Result<Invalidated, Error> 
         if size <= config::inval_sync_max() {
             return Ok(Plan::Small(target.keys(ix)));
         }
-        if !api::may_delete_any_key(ctx) {
+        if !acl::may_delete_any_key(ctx) {
             let names: Vec<RedisString> = target
                 .keys(ix)
                 .iter()

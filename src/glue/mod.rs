@@ -5,6 +5,7 @@
 //! and its reclaimer, command metadata, the allocator and the panic guard.
 //! Nothing here knows the commands; the commands are built on it.
 
+pub mod acl;
 pub mod alloc;
 pub mod api;
 pub mod blocking;
