@@ -1481,7 +1481,8 @@ pub fn show_cmd(c: &Cmd) -> Vec<String> {
 /// A RESP2 connection for the fuzzer's main stream that, unlike
 /// [`Conn`], accepts error and status lines that are not UTF-8 (the module
 /// echoes user bytes in some errors); such lines are decoded lossily and
-/// counted.
+/// counted. Its reply parser is hand-written because the `redis` crate's
+/// (1.8.2) refuses such a line as a parse error, which ends the connection.
 pub struct RawConn {
     reader: std::io::BufReader<std::net::TcpStream>,
     pub non_utf8_lines: u64,
@@ -1522,12 +1523,11 @@ impl RawConn {
         use std::io::Write;
         let mut buf = Vec::new();
         for args in cmds {
-            buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            let mut cmd = redis::Cmd::new();
             for a in args {
-                buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-                buf.extend_from_slice(a);
-                buf.extend_from_slice(b"\r\n");
+                cmd.arg(a.as_slice());
             }
+            cmd.write_packed_command(&mut buf);
         }
         self.reader.get_mut().write_all(&buf)
     }

@@ -1,11 +1,19 @@
-//! Minimal blocking RESP2/RESP3 client for integration tests (std only).
+//! Blocking RESP2/RESP3 client for integration tests: the `redis` crate
+//! encodes commands and parses replies; this file owns the socket (timeouts,
+//! waiting for a reply that may not come) and maps the crate's replies to
+//! [`Value`], which the tests compare against.
 //!
 //! Server errors come back as `Value::Error`; I/O failures (connection closed,
 //! reply timeout, protocol garbage) panic with a message naming the port, as
 //! they always mean the test failed.
+//!
+//! Why not `redis::Connection` (1.8.2): after a read timeout it drops the
+//! reply that comes later (it counts it as one to skip), so a blocked command
+//! could not be polled with [`Conn::read_with_timeout`] and then read: seen
+//! with BLPOP, 100 ms, LPUSH, and the next read timing out.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -19,7 +27,7 @@ pub enum Value {
     Nil,
     /// `:`
     Int(i64),
-    /// `$` (streamed `$?` chunks are joined).
+    /// `$`
     Bulk(Vec<u8>),
     /// `+`
     Simple(String),
@@ -33,7 +41,7 @@ pub enum Value {
     Set(Vec<Value>),
     /// RESP3 `>`
     Push(Vec<Value>),
-    /// RESP3 `,` kept as sent (`inf`, `-inf`, `nan` included).
+    /// RESP3 `,`, as Rust prints the parsed number (`3.141`, `inf`, `-inf`, `NaN`).
     Double(String),
     /// RESP3 `#t` / `#f`
     Bool(bool),
@@ -209,19 +217,12 @@ impl fmt::Debug for Value {
     }
 }
 
-/// What the parser met: a value, or the end marker of a streamed aggregate.
-enum Frame {
-    Value(Value),
-    End,
-}
-
-fn protocol_error(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
 /// A blocking connection to one server.
 pub struct Conn {
-    reader: BufReader<TcpStream>,
+    stream: TcpStream,
+    /// Keeps bytes read past the current reply (pipelining) and the state of a
+    /// reply cut by a timeout, so the next read resumes where this one stopped.
+    parser: redis::Parser,
     port: u16,
     read_timeout: Duration,
     /// The attribute (`|`) that preceded the last reply read, if any.
@@ -257,7 +258,8 @@ impl Conn {
         stream.set_read_timeout(Some(DEFAULT_READ_TIMEOUT))?;
         stream.set_write_timeout(Some(DEFAULT_READ_TIMEOUT))?;
         Ok(Conn {
-            reader: BufReader::with_capacity(64 * 1024, stream),
+            stream,
+            parser: redis::Parser::new(),
             port,
             read_timeout: DEFAULT_READ_TIMEOUT,
             last_attribute: None,
@@ -271,8 +273,7 @@ impl Conn {
     /// How long `read`/`cmd` wait for a reply before panicking (default 30 s).
     pub fn set_read_timeout(&mut self, timeout: Duration) {
         let t = timeout.max(Duration::from_millis(1));
-        self.reader
-            .get_ref()
+        self.stream
             .set_read_timeout(Some(t))
             .expect("set_read_timeout");
         self.read_timeout = t;
@@ -334,35 +335,19 @@ impl Conn {
     }
 
     pub fn try_send(&mut self, args: &[&[u8]]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
-        buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        let mut cmd = redis::Cmd::new();
         for a in args {
-            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a);
-            buf.extend_from_slice(b"\r\n");
+            cmd.arg(*a);
         }
-        let mut stream: &TcpStream = self.reader.get_ref();
-        stream.write_all(&buf)?;
-        stream.flush()
+        (&self.stream).write_all(&cmd.get_packed_command())
     }
 
     /// Reads the next reply (a push message is a reply too); panics on I/O
     /// errors or when nothing arrives within the read timeout.
     #[track_caller]
     pub fn read(&mut self) -> Value {
-        let (port, timeout) = (self.port, self.read_timeout);
-        match self.try_read() {
-            Ok(v) => v,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!("no reply from 127.0.0.1:{port} within {timeout:?}")
-            }
-            Err(e) => panic!("reading from 127.0.0.1:{port} failed: {e}"),
-        }
+        let parsed = self.parser.parse_value(&self.stream);
+        self.reply(parsed)
     }
 
     /// Waits up to `timeout` for the start of the next reply: `None` if nothing
@@ -370,206 +355,125 @@ impl Conn {
     /// reply is never cut in half).
     #[track_caller]
     pub fn read_with_timeout(&mut self, timeout: Duration) -> Option<Value> {
-        if self.reader.buffer().is_empty() {
-            let t = timeout.max(Duration::from_millis(1));
-            self.reader
-                .get_ref()
-                .set_read_timeout(Some(t))
-                .expect("set_read_timeout");
-            let filled = self.reader.fill_buf().map(|b| b.len());
-            self.reader
-                .get_ref()
-                .set_read_timeout(Some(self.read_timeout))
-                .expect("set_read_timeout");
-            match filled {
-                Ok(0) => panic!("connection to 127.0.0.1:{} closed by server", self.port),
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None
-                }
-                Err(e) => panic!("reading from 127.0.0.1:{} failed: {e}", self.port),
-            }
+        let t = timeout.max(Duration::from_millis(1));
+        self.stream
+            .set_read_timeout(Some(t))
+            .expect("set_read_timeout");
+        let mut first = FirstBytes {
+            stream: &self.stream,
+            then: self.read_timeout,
+            arrived: false,
+        };
+        let parsed = self.parser.parse_value(&mut first);
+        let arrived = first.arrived;
+        self.stream
+            .set_read_timeout(Some(self.read_timeout))
+            .expect("set_read_timeout");
+        match parsed {
+            Err(e) if e.is_timeout() && !arrived => None,
+            parsed => Some(self.reply(parsed)),
         }
-        Some(self.read())
     }
 
     /// Reads the next reply, returning I/O and protocol errors.
     pub fn try_read(&mut self) -> io::Result<Value> {
+        let parsed = self.parser.parse_value(&self.stream);
+        self.convert(parsed)
+    }
+
+    /// A parsed reply as ours, panicking on I/O and protocol errors.
+    #[track_caller]
+    fn reply(&mut self, parsed: redis::RedisResult<redis::Value>) -> Value {
+        let (port, timeout) = (self.port, self.read_timeout);
+        match self.convert(parsed) {
+            Ok(v) => v,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                panic!("no reply from 127.0.0.1:{port} within {timeout:?}")
+            }
+            Err(e) => panic!("reading from 127.0.0.1:{port} failed: {e}"),
+        }
+    }
+
+    fn convert(&mut self, parsed: redis::RedisResult<redis::Value>) -> io::Result<Value> {
         self.last_attribute = None;
-        self.read_value()
-    }
-
-    fn read_line(&mut self) -> io::Result<Vec<u8>> {
-        let mut line = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed by server",
-            ));
-        }
-        if !line.ends_with(b"\r\n") {
-            return Err(protocol_error(format!(
-                "line not ended by CRLF: {:?}",
-                line.escape_ascii().to_string()
-            )));
-        }
-        line.truncate(line.len() - 2);
-        Ok(line)
-    }
-
-    fn read_exact_crlf(&mut self, len: usize) -> io::Result<Vec<u8>> {
-        let mut data = vec![0u8; len + 2];
-        self.reader.read_exact(&mut data)?;
-        if !data.ends_with(b"\r\n") {
-            return Err(protocol_error(format!(
-                "bulk of {len} bytes not followed by CRLF"
-            )));
-        }
-        data.truncate(len);
-        Ok(data)
-    }
-
-    fn read_elements(&mut self, header: &str) -> io::Result<Option<Vec<Value>>> {
-        if header == "?" {
-            let mut items = Vec::new();
-            loop {
-                match self.read_frame()? {
-                    Frame::Value(v) => items.push(v),
-                    Frame::End => return Ok(Some(items)),
-                }
-            }
-        }
-        let n = parse_int(header)?;
-        if n < 0 {
-            return Ok(None);
-        }
-        let mut items = Vec::with_capacity(n.min(1 << 16) as usize);
-        for _ in 0..n {
-            items.push(self.read_value()?);
-        }
-        Ok(Some(items))
-    }
-
-    fn read_pairs(&mut self, header: &str) -> io::Result<Vec<(Value, Value)>> {
-        if header == "?" {
-            let flat = self.read_elements(header)?.unwrap_or_default();
-            if flat.len() % 2 != 0 {
-                return Err(protocol_error("map with an odd number of elements".into()));
-            }
-            let mut it = flat.into_iter();
-            let mut pairs = Vec::new();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                pairs.push((k, v));
-            }
-            return Ok(pairs);
-        }
-        let n = parse_int(header)?.max(0) as usize;
-        let mut pairs = Vec::with_capacity(n.min(1 << 16));
-        for _ in 0..n {
-            let k = self.read_value()?;
-            let v = self.read_value()?;
-            pairs.push((k, v));
-        }
-        Ok(pairs)
-    }
-
-    /// A value inside an aggregate (a '.' end marker there is an error unless streamed).
-    fn read_value(&mut self) -> io::Result<Value> {
-        match self.read_frame()? {
-            Frame::Value(v) => Ok(v),
-            Frame::End => Err(protocol_error("unexpected '.' end marker".into())),
-        }
-    }
-
-    fn read_frame(&mut self) -> io::Result<Frame> {
-        let line = self.read_line()?;
-        let Some((&kind, rest)) = line.split_first() else {
-            return Err(protocol_error("empty reply line".into()));
-        };
-        let text = std::str::from_utf8(rest)
-            .map_err(|_| protocol_error(format!("non UTF-8 header: {:?}", line)))?
-            .to_string();
-        let v = match kind {
-            b'+' => Value::Simple(text),
-            b'-' => Value::Error(text),
-            b':' => Value::Int(parse_int(&text)?),
-            b'_' => Value::Nil,
-            b',' => Value::Double(text),
-            b'(' => Value::BigNumber(text),
-            b'#' => match text.as_str() {
-                "t" => Value::Bool(true),
-                "f" => Value::Bool(false),
-                _ => return Err(protocol_error(format!("bad boolean #{text}"))),
-            },
-            b'$' if text == "?" => {
-                // Streamed string: `;len` chunks until `;0`.
-                let mut data = Vec::new();
-                loop {
-                    let chunk = self.read_line()?;
-                    let len = match chunk.split_first() {
-                        Some((b';', n)) => parse_int(std::str::from_utf8(n).unwrap_or("x"))?,
-                        _ => return Err(protocol_error("bad streamed string chunk".into())),
-                    };
-                    if len == 0 {
-                        break;
-                    }
-                    data.extend(self.read_exact_crlf(len as usize)?);
-                }
-                Value::Bulk(data)
-            }
-            b'$' | b'!' | b'=' => {
-                let len = parse_int(&text)?;
-                if len < 0 {
-                    Value::Nil
+        match parsed {
+            Ok(v) => Ok(self.value(v)),
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    io::ErrorKind::TimedOut
+                } else if e.is_connection_dropped() {
+                    io::ErrorKind::UnexpectedEof
                 } else {
-                    let data = self.read_exact_crlf(len as usize)?;
-                    match kind {
-                        b'$' => Value::Bulk(data),
-                        b'!' => Value::Error(String::from_utf8_lossy(&data).into_owned()),
-                        _ => {
-                            // "txt:" / "mkd:" prefix.
-                            if data.len() >= 4 && data[3] == b':' {
-                                Value::Verbatim(data[4..].to_vec())
-                            } else {
-                                Value::Verbatim(data)
-                            }
-                        }
-                    }
-                }
+                    io::ErrorKind::InvalidData
+                };
+                Err(io::Error::new(kind, e.to_string()))
             }
-            b'*' => match self.read_elements(&text)? {
-                Some(items) => Value::Array(items),
-                None => Value::Nil,
-            },
-            b'~' => Value::Set(self.read_elements(&text)?.unwrap_or_default()),
-            b'>' => Value::Push(self.read_elements(&text)?.unwrap_or_default()),
-            b'%' => Value::Map(self.read_pairs(&text)?),
-            b'|' => {
-                // Attribute: metadata for the reply that follows; kept aside.
-                let attr = Value::Map(self.read_pairs(&text)?);
-                let v = self.read_value()?;
+        }
+    }
+
+    /// The crate's value as ours: an error keeps its exact text, a push its
+    /// kind as the first element, an attribute goes to `last_attribute`.
+    fn value(&mut self, v: redis::Value) -> Value {
+        use redis::Value as R;
+        match v {
+            R::Nil => Value::Nil,
+            R::Int(i) => Value::Int(i),
+            R::BulkString(b) => Value::Bulk(b),
+            R::SimpleString(s) => Value::Simple(s),
+            R::Okay => Value::Simple("OK".into()),
+            R::ServerError(e) => Value::Error(match e.details() {
+                Some(detail) => format!("{} {detail}", e.code()),
+                None => e.code().to_string(),
+            }),
+            R::Array(items) => Value::Array(self.values(items)),
+            R::Set(items) => Value::Set(self.values(items)),
+            R::Map(pairs) => Value::Map(self.pairs(pairs)),
+            R::Push { kind, data } => {
+                let kind = kind.to_string();
+                let head = (!kind.is_empty() || !data.is_empty()).then(|| Value::bulk(kind));
+                Value::Push(head.into_iter().chain(self.values(data)).collect())
+            }
+            R::Attribute { data, attributes } => {
+                let attr = Value::Map(self.pairs(attributes));
+                let v = self.value(*data);
                 self.last_attribute = Some(attr);
                 v
             }
-            b'.' if text.is_empty() => return Ok(Frame::End),
-            _ => {
-                return Err(protocol_error(format!(
-                    "unknown reply type in line {:?}",
-                    line.escape_ascii().to_string()
-                )))
-            }
-        };
-        Ok(Frame::Value(v))
+            R::Double(d) => Value::Double(d.to_string()),
+            R::Boolean(b) => Value::Bool(b),
+            R::VerbatimString { text, .. } => Value::Verbatim(text.into_bytes()),
+            R::BigNumber(n) => Value::BigNumber(String::from_utf8_lossy(&n).into_owned()),
+            other => panic!("reply of a kind this client does not know: {other:?}"),
+        }
+    }
+
+    fn values(&mut self, items: Vec<redis::Value>) -> Vec<Value> {
+        items.into_iter().map(|v| self.value(v)).collect()
+    }
+
+    fn pairs(&mut self, pairs: Vec<(redis::Value, redis::Value)>) -> Vec<(Value, Value)> {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (self.value(k), self.value(v)))
+            .collect()
     }
 }
 
-fn parse_int(s: &str) -> io::Result<i64> {
-    s.parse()
-        .map_err(|_| protocol_error(format!("bad integer {s:?}")))
+/// The socket as `read_with_timeout` hands it to the parser: once the first
+/// bytes of a reply have come, the rest is waited for with the normal timeout.
+struct FirstBytes<'a> {
+    stream: &'a TcpStream,
+    then: Duration,
+    arrived: bool,
+}
+
+impl Read for FirstBytes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        if n > 0 && !self.arrived {
+            self.arrived = true;
+            self.stream.set_read_timeout(Some(self.then))?;
+        }
+        Ok(n)
+    }
 }
