@@ -113,9 +113,11 @@ def test_reports_on_every_shard_compute_once_and_a_reset_is_final(cenv: Env, rc:
     async def reset_during_generation() -> tuple[dict[int, httpx.Response], dict[int, list[httpx.Response]]]:
         async with httpx.AsyncClient(timeout=120) as c:
             running = {s: asyncio.ensure_future(c.get(f"{a}/reports/{s}")) for s in stores}
+            # each store's third generation has started (it takes GEN_DELAY; a slow poll
+            # that sees it finished makes the reset come after it, checked below)
             await asyncio.to_thread(wait_until, lambda: cenv.sqlval(
-                "SELECT count(*) FROM computations WHERE kind = 'report' AND outcome = 'running' "
-                "AND subject = ANY($1)", [str(s) for s in stores]) == len(stores), 30, "generations started")
+                "SELECT count(*) FROM computations WHERE kind = 'report' AND subject = ANY($1)",
+                [str(s) for s in stores]) == 3 * len(stores), 30, "generations started")
             resets = await asyncio.gather(*(c.post(f"{b}/reports/{s}/reset") for s in stores))
             assert all(r.status_code == 200 for r in resets)
             late = await reads([a, b], stores, 10)
