@@ -14,6 +14,9 @@ def _float(name: str, default: float) -> float:
 class Settings:
     dsn: str
     redis_url: str
+    # TCACHE_APP_CLUSTER=1: redis_url is one node of a Redis Cluster / Valkey Cluster (the
+    # client finds the others), served by redis.asyncio.cluster.RedisCluster.
+    cluster: bool
     gen_delay: float  # seconds one AI report generation takes
     voice_delay: float  # seconds one call to the external voice API takes
     persona_delay: float  # seconds rendering one persona takes
@@ -31,6 +34,7 @@ class Settings:
         return cls(
             dsn=os.environ.get("TCACHE_APP_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
             redis_url=os.environ.get("TCACHE_APP_REDIS", "redis://127.0.0.1:6390/0"),
+            cluster=os.environ.get("TCACHE_APP_CLUSTER", "").lower() in ("1", "true", "yes"),
             gen_delay=_float("TCACHE_APP_GEN_DELAY", 3.0),
             voice_delay=_float("TCACHE_APP_VOICE_DELAY", 0.3),
             persona_delay=_float("TCACHE_APP_PERSONA_DELAY", 0.05),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -168,15 +169,11 @@ class TcacheServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_tcache(binary: str | None = None, timeout: float = 20.0) -> TcacheServer:
-    """redis-server (or valkey-server) with the module, no persistence, on a free port."""
-    binary = binary or server_path()
-    base = Path(tempfile.mkdtemp(prefix="tcache-app-srv-"))
-    port = free_port()
+def _spawn_tcache(binary: str, port: int, base: Path, extra: list[str], timeout: float) -> TcacheServer:
     log = open(base / "server.log", "wb")  # noqa: SIM115 (owned by the process)
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(base), "--maxclients", "2000",
+         "--dir", str(base), "--maxclients", "2000", *extra,
          "--loadmodule", module_path(), "invalidation-channel", "tcache:inval"],
         stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True,
     )
@@ -187,6 +184,90 @@ def start_tcache(binary: str | None = None, timeout: float = 20.0) -> TcacheServ
         srv.close()
         raise RuntimeError(f"{e}\n{(base / 'server.log').read_text(errors='replace')[-2000:]}") from e
     return srv
+
+
+def start_tcache(binary: str | None = None, timeout: float = 20.0) -> TcacheServer:
+    """redis-server (or valkey-server) with the module, no persistence, on a free port."""
+    base = Path(tempfile.mkdtemp(prefix="tcache-app-srv-"))
+    return _spawn_tcache(binary or server_path(), free_port(), base, [], timeout)
+
+
+@dataclass
+class TcacheCluster:
+    """A Redis Cluster / Valkey Cluster of primaries only, the 16384 slots split evenly, every
+    node with the module; ``url`` names the first node (a cluster client finds the others)."""
+
+    nodes: list[TcacheServer]
+    binary: str
+    dir: Path  # node<i>/ under it, one per node
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster-bus port (port + 10000) is free too."""
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randint(20000, 55535)
+        ok = True
+        for p in (port, port + 10000):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+        if ok:
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def start_tcache_cluster(binary: str | None = None, primaries: int = 3, timeout: float = 30.0) -> TcacheCluster:
+    """``primaries`` servers in cluster mode on free loopback ports, each in its own directory
+    (under one temp dir), slots assigned, joined; returns once every node sees the cluster ok."""
+    import redis
+
+    binary = binary or server_path()
+    base = Path(tempfile.mkdtemp(prefix="tcache-app-cluster-"))
+    cluster = TcacheCluster(nodes=[], binary=binary, dir=base)
+    extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]
+    try:
+        for i in range(primaries):
+            node_dir = base / f"node{i}"
+            node_dir.mkdir()
+            cluster.nodes.append(_spawn_tcache(binary, free_cluster_port(), node_dir, extra, timeout))
+        per = 16384 // primaries
+        for i, n in enumerate(cluster.nodes):
+            last = 16383 if i == primaries - 1 else (i + 1) * per - 1
+            with redis.Redis(port=n.port) as c:
+                c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
+        with redis.Redis(port=cluster.port) as c:
+            for n in cluster.nodes[1:]:
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", n.port)
+
+        def ready() -> bool:
+            for n in cluster.nodes:
+                with redis.Redis(port=n.port, decode_responses=True) as c:
+                    info = str(c.execute_command("CLUSTER", "INFO"))
+                if "cluster_state:ok" not in info or f"cluster_known_nodes:{primaries}" not in info:
+                    return False
+            return True
+
+        wait_for(ready, timeout, f"cluster of {primaries} {os.path.basename(binary)}")
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
 
 
 @dataclass
@@ -203,9 +284,10 @@ class App:
         stop(self.proc, signal.SIGTERM, timeout=15)
 
 
-def app_env(pg: Postgres, srv: TcacheServer, **extra: str) -> dict[str, str]:
+def app_env(pg: Postgres, srv: TcacheServer | TcacheCluster, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"TCACHE_APP_DSN": pg.dsn, "TCACHE_APP_REDIS": srv.url})
+    env.update({"TCACHE_APP_DSN": pg.dsn, "TCACHE_APP_REDIS": srv.url,
+                "TCACHE_APP_CLUSTER": "1" if isinstance(srv, TcacheCluster) else ""})
     env.update(extra)
     return env
 
@@ -245,10 +327,10 @@ def start_app(env: dict[str, str], workers: int = 1, timeout: float = 60.0, log_
 
 @dataclass
 class Stack:
-    """PostgreSQL + tcache server, seeded; apps are started on top by the caller."""
+    """PostgreSQL + tcache (a server or a cluster), seeded; apps are started on top by the caller."""
 
     pg: Postgres
-    srv: TcacheServer
+    srv: TcacheServer | TcacheCluster
     apps: list[App] = field(default_factory=list)
 
     def close(self) -> None:
@@ -258,14 +340,15 @@ class Stack:
         self.pg.close()
 
 
-def start_stack(binary: str | None = None) -> Stack:
+def start_stack(binary: str | None = None, cluster: bool = False) -> Stack:
+    """With ``cluster``, tcache is a 3-primary cluster (``start_tcache_cluster``)."""
     import asyncio
 
     from refapp import db
 
     pg = start_postgres()
     try:
-        srv = start_tcache(binary)
+        srv: TcacheServer | TcacheCluster = start_tcache_cluster(binary) if cluster else start_tcache(binary)
     except Exception:
         pg.close()
         raise
@@ -279,8 +362,8 @@ def start_stack(binary: str | None = None) -> Stack:
 
 
 @contextlib.contextmanager
-def running_stack(binary: str | None = None) -> Iterator[Stack]:
-    stack = start_stack(binary)
+def running_stack(binary: str | None = None, cluster: bool = False) -> Iterator[Stack]:
+    stack = start_stack(binary, cluster)
     try:
         yield stack
     finally:

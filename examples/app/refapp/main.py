@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -28,6 +27,7 @@ from redis_tcache import AsyncTCache, GateRejected, RawSerializer
 
 from refapp import db
 from refapp.config import Settings
+from refapp.connection import RedisClient, combine_info, connect, info_per_node, server_name
 from refapp.reports import Fault, Report, generate, report_key, report_tags
 
 STATIC = Path(__file__).with_name("static")
@@ -35,9 +35,10 @@ REPORT_GATE = "report"
 
 
 class Services:
-    """What one worker process holds: the PostgreSQL pool, the Redis client and the cache."""
+    """What one worker process holds: the PostgreSQL pool, the Redis client (one server or a
+    cluster: ``TCACHE_APP_CLUSTER``) and the cache."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: RedisClient) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis
@@ -46,7 +47,8 @@ class Services:
         # Everything else: Python values as JSON (the client's default serializer).
         self.tc = AsyncTCache(redis)
         # The voices catalogue is read on every page: an L1 copy in each worker, kept
-        # coherent by CLIENT TRACKING and the module's invalidation channel.
+        # coherent by CLIENT TRACKING and the module's invalidation channel (on a cluster:
+        # one tracking connection per primary, each subscribed to the channel).
         self.voices_tc = AsyncTCache(redis, l1=True)
         self.store_ids: set[int] = set()
         self.server = ""
@@ -61,14 +63,13 @@ def services(request: Request) -> Services:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = Settings.from_env()
     pool = await asyncpg.create_pool(settings.dsn, min_size=2, max_size=20)
-    redis = aioredis.Redis.from_url(settings.redis_url, max_connections=400)
+    redis = connect(settings)
     svc = Services(settings, pool, redis)
-    await svc.voices_tc.start()  # the L1's tracking connection
+    await svc.voices_tc.start()  # the L1's tracking connection(s); on a cluster, finds the nodes
     # The report rule lives in the server: every TCACHE.SET of report:* is checked.
     await svc.tc.gates.set(REPORT_GATE, Report, prefix="report:")
     svc.store_ids = {int(r["id"]) for r in await pool.fetch("SELECT id FROM stores")}
-    info = await redis.info("server")
-    svc.server = f"{info.get('server_name', 'redis')} {info.get('valkey_version') or info.get('redis_version')}"
+    svc.server = await server_name(redis)
     app.state.services = svc
     app.state.persona_cached = make_persona_reader(svc)
     try:
@@ -372,7 +373,10 @@ def _num(v: Any) -> Any:
 
 @app.get("/api/dashboard")
 async def dashboard_data(request: Request) -> dict[str, Any]:
-    """TCACHE.STATS, INFO tcache, the race log, the events and the computation counts."""
+    """TCACHE.STATS, INFO tcache, the race log, the events and the computation counts.
+
+    On a cluster both are per node: the client sums TCACHE.STATS over the primaries, and
+    INFO tcache is read on each primary and combined the same way (``nodes``: how many)."""
     svc = services(request)
     stats_raw = await svc.tc.server_stats()
     gates_raw = stats_raw.pop("gates", None) if isinstance(stats_raw, dict) else None
@@ -382,7 +386,8 @@ async def dashboard_data(request: Request) -> dict[str, Any]:
         for name, g in gates_raw.items():
             gd = {str(k): _num(v) for k, v in (g.items() if isinstance(g, dict) else [])}
             gates.append({"name": str(name), **gd})
-    info = {k: _num(v) for k, v in (await svc.redis.info("tcache")).items()}
+    per_node = await info_per_node(svc.redis, "tcache")
+    info = {k: _num(v) for k, v in combine_info(per_node).items()}
     races = await svc.pool.fetch(
         "SELECT * FROM (SELECT id, store_id, db_s, cache_s, db_found, cache_found, winner, "
         "extract(epoch FROM at)::float8 AS at FROM race_log ORDER BY id DESC LIMIT 120) t ORDER BY id")
@@ -390,6 +395,6 @@ async def dashboard_data(request: Request) -> dict[str, Any]:
         "SELECT id, kind, subject, detail, extract(epoch FROM at)::float8 AS at "
         "FROM app_events ORDER BY id DESC LIMIT 20")
     comps = await svc.pool.fetch("SELECT kind, count(*) AS n FROM computations GROUP BY kind")
-    return {"server": svc.server, "stats": stats, "gates": gates, "info": info,
+    return {"server": svc.server, "nodes": len(per_node), "stats": stats, "gates": gates, "info": info,
             "races": [dict(r) for r in races], "events": [dict(e) for e in events],
             "computations": {r["kind"]: r["n"] for r in comps}}

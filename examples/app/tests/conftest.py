@@ -1,9 +1,11 @@
 """One stack per test session: a throwaway PostgreSQL (seeded), a tcache server, and two
-app processes (A and B) on top, so that behaviours across workers are observable."""
+app processes (A and B) on top, so that behaviours across workers are observable.
+tests/test_cluster.py starts a second one, on a 3-primary cluster (``running_env``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -59,10 +61,10 @@ class Env:
         return redis.Redis(port=self.stack.srv.port, decode_responses=True)
 
 
-@pytest.fixture(scope="session")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    logs = Path(tmp_path_factory.mktemp("app-logs"))
-    stack = harness.start_stack(os.environ.get("TCACHE_SERVER"))
+@contextlib.contextmanager
+def running_env(logs: Path, cluster: bool = False) -> Iterator[Env]:
+    """The stack (tcache: one server, or a 3-primary cluster) and apps A and B on it."""
+    stack = harness.start_stack(os.environ.get("TCACHE_SERVER"), cluster=cluster)
     try:
         app_env = harness.app_env(stack.pg, stack.srv, TCACHE_APP_GEN_DELAY=str(GEN_DELAY),
                                   TCACHE_APP_VOICE_DELAY="0.2", TCACHE_APP_PERSONA_DELAY="0.01")
@@ -77,6 +79,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             text = log.read_text(errors="replace")
             if "Traceback" in text:
                 print(f"--- {log.name}\n{text[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    with running_env(Path(tmp_path_factory.mktemp("app-logs"))) as e:
+        yield e
 
 
 @pytest.fixture(scope="session")
