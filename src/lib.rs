@@ -17,7 +17,7 @@ use redis_module::{raw, redis_module, AclCategory, Context, RedisString, Status}
 
 use commands::{admin, cache, cluster, fast, fetch, gate, inval, perm, query};
 use glue::store::ENTRY_TYPE;
-use glue::{acl, api, command_info, events};
+use glue::{api, command_info, events};
 use state::config;
 use state::config::{
     CLUSTER_TIMEOUT_MS_CFG, GATE_MAX_WORK_CFG, INVALIDATION_CHANNEL, INVALIDATION_CHANNEL_DEFAULT,
@@ -51,7 +51,6 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     fetch::install();
-    acl::watch(ctx);
     cluster::install(ctx);
     if let Err(e) = events::subscribe(ctx) {
         ctx.log_warning(&format!("tcache: {e}"));
