@@ -10,7 +10,7 @@
 //! ACL command queued in MULTI runs there) and bumps a generation that voids
 //! what is kept.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -24,28 +24,12 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// Users whose key patterns are kept (a cap: the cache is cleared past it).
 const MAX_CACHED_USERS: usize = 1024;
 
-type Cache = HashMap<String, (u64, Vec<u8>)>;
-static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+/// User name -> (generation it was read at, its key patterns).
+type Cache = BTreeMap<String, (u64, Vec<u8>)>;
+static CACHE: Mutex<Cache> = Mutex::new(BTreeMap::new());
 
-struct CacheGuard(MutexGuard<'static, Option<Cache>>);
-
-impl std::ops::Deref for CacheGuard {
-    type Target = Cache;
-    fn deref(&self) -> &Cache {
-        self.0.as_ref().expect("initialised in cache()")
-    }
-}
-
-impl std::ops::DerefMut for CacheGuard {
-    fn deref_mut(&mut self) -> &mut Cache {
-        self.0.as_mut().expect("initialised in cache()")
-    }
-}
-
-fn cache() -> CacheGuard {
-    let mut g = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    g.get_or_insert_with(HashMap::new);
-    CacheGuard(g)
+fn cache() -> MutexGuard<'static, Cache> {
+    CACHE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The command filter is registered.
