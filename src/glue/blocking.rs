@@ -8,7 +8,7 @@
 //! behind and no handle is released twice.
 
 use std::collections::HashMap;
-use std::ffi::{c_int, c_void};
+use std::ffi::c_void;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use redis_module::{raw, Context, RedisString, RedisValue};
@@ -16,6 +16,7 @@ use redis_module::{raw, Context, RedisString, RedisValue};
 use crate::core::lease::Lease;
 use crate::errors::{Error, Reply};
 use crate::glue::api;
+use crate::glue::blocked_client::{self, Handle, Waiting};
 use crate::glue::guard;
 use crate::state::leases;
 use crate::state::stats;
@@ -46,10 +47,6 @@ pub fn install(replies: Replies) {
 fn replies() -> Result<&'static Replies, Error> {
     REPLIES.get().ok_or(Error::Internal)
 }
-
-/// A blocked client handle, used only on the main thread.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct Handle(usize);
 
 struct Waiter {
     handle: Handle,
@@ -86,9 +83,6 @@ enum Wake {
     TimedOut,
 }
 
-const OK: c_int = raw::REDISMODULE_OK as c_int;
-const ERR: c_int = raw::REDISMODULE_ERR as c_int;
-
 /// Blocks the calling client until `key` is stored, its lease lapses (it then
 /// gets the lease), or `timeout_ms` passes. False when Redis refused to block.
 ///
@@ -98,23 +92,9 @@ const ERR: c_int = raw::REDISMODULE_ERR as c_int;
 /// an unblocked client, then drops the reply callback). With our own timer
 /// every waiter leaves through UnblockClient and its reply callback.
 pub fn block(ctx: &Context, db: i32, key: &[u8], lease_ms: i64, timeout_ms: i64) -> bool {
-    // SAFETY: the callbacks have the signatures Redis expects; the returned
-    // handle stays valid until we pass it to UnblockClient (exactly once).
-    // No server timeout (0); the timeout callback still serves CLIENT UNBLOCK.
-    let bc = unsafe {
-        let Some(block) = raw::RedisModule_BlockClient else {
-            return false;
-        };
-        let bc = block(ctx.ctx, Some(on_wake), Some(on_timeout), Some(free_wake), 0);
-        if bc.is_null() {
-            return false;
-        }
-        if let Some(set) = raw::RedisModule_SetDisconnectCallback {
-            set(bc, Some(on_disconnect));
-        }
-        bc
+    let Some(handle) = blocked_client::block::<Wake>(ctx) else {
+        return false;
     };
-    let handle = Handle(bc as usize);
     let number = with_registry(|r| {
         r.next_number += 1;
         r.by_key
@@ -154,26 +134,8 @@ extern "C" fn waited(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     })
 }
 
-/// Releases a handle Redis gave us, with what its reply callback should do.
 fn release(handle: Handle, wake: Option<Wake>) {
-    let data = wake.map_or(std::ptr::null_mut(), |w| {
-        Box::into_raw(Box::new(w)).cast::<c_void>()
-    });
-    // SAFETY: `handle` came from BlockClient and has just left the registry, so
-    // this is its only release; Redis owns `data` from here (freed by free_wake).
-    unsafe {
-        if let Some(unblock) = raw::RedisModule_UnblockClient {
-            unblock(handle.0 as *mut raw::RedisModuleBlockedClient, data);
-        }
-    }
-}
-
-/// Releases `handle` without a reply if it is still registered (timeout,
-/// CLIENT UNBLOCK, disconnect).
-fn drop_waiter(handle: Handle) {
-    if forget(handle) {
-        release(handle, None);
-    }
+    blocked_client::release::<Wake>(handle, wake);
 }
 
 /// Removes one handle from the registry; true if it was there.
@@ -230,88 +192,33 @@ fn take_oldest(db: i32, key: &[u8]) -> Option<(Handle, i64)> {
     })
 }
 
-extern "C" fn on_wake(
-    ctx: *mut raw::RedisModuleCtx,
-    _argv: *mut *mut raw::RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    guard::callback(ERR, || {
-        let ctx = Context::new(ctx);
-        answer(&ctx);
-        OK
-    })
-}
+impl Waiting for Wake {
+    /// The FETCH reply a released waiter gets.
+    fn reply(ctx: &Context, wake: Option<&Wake>) {
+        let reply = replies().and_then(|r| match wake {
+            Some(Wake::Lease { token }) => Ok((r.lease)(*token)),
+            Some(Wake::Resolve { key, lease_ms }) => {
+                let name = api::string(ctx, key);
+                (r.resolve)(ctx, &name, *lease_ms).unwrap_or_else(|| Ok((r.wait)()))
+            }
+            Some(Wake::TimedOut) => {
+                stats::WAIT_TIMEOUTS.incr();
+                Ok((r.wait)())
+            }
+            None => Ok((r.wait)()),
+        });
+        ctx.reply(reply.map_err(Into::into));
+    }
 
-/// Replies to a released waiter from the Wake handed to UnblockClient (in a
-/// reply callback, or in the disconnect callback: see [`on_disconnect`]).
-fn answer(ctx: &Context) {
-    // SAFETY: in a reply or disconnect callback, the private data is the Wake
-    // we passed to UnblockClient (or NULL), alive until free_wake.
-    let wake = unsafe {
-        raw::RedisModule_GetBlockedClientPrivateData
-            .and_then(|f| f(ctx.ctx).cast::<Wake>().as_ref())
-    };
-    let reply = replies().and_then(|r| match wake {
-        Some(Wake::Lease { token }) => Ok((r.lease)(*token)),
-        Some(Wake::Resolve { key, lease_ms }) => {
-            let name = api::string(ctx, key);
-            (r.resolve)(ctx, &name, *lease_ms).unwrap_or_else(|| Ok((r.wait)()))
-        }
-        Some(Wake::TimedOut) => {
-            stats::WAIT_TIMEOUTS.incr();
-            Ok((r.wait)())
-        }
-        None => Ok((r.wait)()),
-    });
-    ctx.reply(reply.map_err(Into::into));
-}
-
-extern "C" fn on_timeout(
-    ctx: *mut raw::RedisModuleCtx,
-    _argv: *mut *mut raw::RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    guard::callback(ERR, || {
-        let ctx = Context::new(ctx);
+    /// `CLIENT UNBLOCK` answers `["WAIT"]`, as a timeout does.
+    fn unblocked(ctx: &Context) {
         stats::WAIT_TIMEOUTS.incr();
         ctx.reply(replies().map(|r| (r.wait)()).map_err(Into::into));
-        // SAFETY: inside a timeout callback Redis hands this client's handle.
-        let bc = unsafe { raw::RedisModule_GetBlockedClientHandle.map(|f| f(ctx.ctx)) };
-        if let Some(bc) = bc.filter(|b| !b.is_null()) {
-            drop_waiter(Handle(bc as usize));
-        }
-        OK
-    })
-}
+    }
 
-/// The client left (or was killed) while blocked, or `CLIENT UNBLOCK` came
-/// for it. A waiter still registered is just released. One we released
-/// already, in this same event-loop iteration, would never get the reply we
-/// handed over: the server skips the timeout callback of a client the module
-/// has unblocked, then forgets the client before our reply callback runs
-/// (Redis 7.0 and Valkey, `unblockClientFromModule`; seen as a FETCH waiter
-/// left without any reply after `CLIENT UNBLOCK id TIMEOUT`). The server
-/// calls this callback only then (it clears it before a normal reply or a
-/// timeout), so the reply is written here; to a client that is going away it
-/// is simply dropped with the client.
-extern "C" fn on_disconnect(ctx: *mut raw::RedisModuleCtx, bc: *mut raw::RedisModuleBlockedClient) {
-    guard::callback((), || {
-        let handle = Handle(bc as usize);
-        if forget(handle) {
-            release(handle, None);
-        } else {
-            answer(&Context::new(ctx));
-        }
-    })
-}
-
-extern "C" fn free_wake(_ctx: *mut raw::RedisModuleCtx, privdata: *mut c_void) {
-    guard::callback((), || {
-        if !privdata.is_null() {
-            // SAFETY: the pointer is the Box<Wake> given to UnblockClient, freed once.
-            drop(unsafe { Box::from_raw(privdata.cast::<Wake>()) });
-        }
-    })
+    fn forget(handle: Handle) -> bool {
+        forget(handle)
+    }
 }
 
 /// What a lapse timer needs: the database and the key of the lease.

@@ -12,13 +12,14 @@
 //! yet: it is asked in turn.
 
 use std::cell::Cell;
-use std::os::raw::{c_char, c_int, c_uchar, c_void};
+use std::os::raw::{c_char, c_uchar, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use redis_module::{raw, Context, ContextFlags, RedisString, RedisValue};
 
 use super::api;
+use super::blocked_client::{self, Handle, Waiting};
 use super::guard;
 use crate::core::cluster::{
     Decision, Msg, NodeId, OpId, OpKind, Progress, SlotMap, Standing, NODE_ID_LEN,
@@ -149,25 +150,7 @@ pub fn start(ctx: &Context, kind: OpKind, user: Vec<u8>, args: Vec<Vec<u8>>, loc
         Standing::Waiting { ask, .. } => ask,
     };
     let timeout_ms = config::cluster_timeout_ms();
-    // SAFETY: the callbacks have the signatures Redis expects; the handle stays
-    // valid until it is passed to UnblockClient, exactly once (`finish`).
-    let bc = unsafe {
-        let block = raw::RedisModule_BlockClient.ok_or(Error::Internal)?;
-        let bc = block(
-            ctx.ctx,
-            Some(on_reply),
-            Some(on_timeout),
-            Some(free_outcome),
-            0,
-        );
-        if bc.is_null() {
-            return Err(Error::Internal);
-        }
-        if let Some(set) = raw::RedisModule_SetDisconnectCallback {
-            set(bc, Some(on_disconnect));
-        }
-        bc
-    };
+    let bc = blocked_client::block::<Outcome>(ctx).ok_or(Error::Internal)?;
     let now = api::now_ms();
     let op = registry::with(|c| {
         c.next += 1;
@@ -186,7 +169,7 @@ pub fn start(ctx: &Context, kind: OpKind, user: Vec<u8>, args: Vec<Vec<u8>>, loc
                 deadline_ms: now + timeout_ms,
                 timeout_ms,
                 last_sent_ms: now,
-                client: bc as usize,
+                client: bc.0,
             },
         );
         op
@@ -448,23 +431,9 @@ fn unconfirmed_text(p: &Pending, slots: &crate::core::cluster::SlotSet) -> Strin
     .to_string()
 }
 
-/// Hands `outcome` to the blocked client; its reply callback answers. `None`
-/// only releases the handle (the client left, or was already answered).
-fn finish(client: usize, outcome: impl Into<Option<Outcome>>) {
-    let data = outcome
-        .into()
-        .map_or(std::ptr::null_mut(), |o| Box::into_raw(Box::new(o)));
-    // SAFETY: `client` is a handle from BlockClient that has just left the
-    // registry, so it is unblocked exactly once; `free_outcome` frees `data`.
-    unsafe {
-        match raw::RedisModule_UnblockClient {
-            Some(f) => {
-                f(client as *mut raw::RedisModuleBlockedClient, data.cast());
-            }
-            None if !data.is_null() => drop(Box::from_raw(data)),
-            None => {}
-        }
-    }
+/// Hands `outcome` to the blocked client; its reply callback answers.
+fn finish(client: usize, outcome: Outcome) {
+    blocked_client::release(Handle(client), Some(outcome));
 }
 
 fn tick_soon(ctx: &Context) {
@@ -491,84 +460,27 @@ extern "C" fn on_tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     })
 }
 
-extern "C" fn on_reply(
-    ctx: *mut raw::RedisModuleCtx,
-    _argv: *mut *mut raw::RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    guard::callback(raw::Status::Err as c_int, || {
-        answer(&Context::new(ctx));
-        raw::Status::Ok as c_int
-    })
-}
-
-/// Replies from the Outcome handed to UnblockClient (in the reply callback,
-/// or in the disconnect callback: see [`on_disconnect`]).
-fn answer(ctx: &Context) {
-    // SAFETY: in a reply or disconnect callback the private data is the
-    // Outcome passed to UnblockClient (or NULL), alive until free_outcome.
-    let outcome = unsafe {
-        raw::RedisModule_GetBlockedClientPrivateData
-            .and_then(|f| f(ctx.ctx).cast::<Outcome>().as_ref())
-    };
-    let reply = match outcome {
-        Some(Outcome::Count(n)) => Ok(RedisValue::Integer(*n)),
-        Some(Outcome::Error(e)) => Err(Error::Relayed(e.clone())),
-        None => Err(Error::Internal),
-    };
-    ctx.reply(reply.map_err(Into::into));
-}
-
-/// Only `CLIENT UNBLOCK` gets here (the block has no server timeout).
-extern "C" fn on_timeout(
-    ctx: *mut raw::RedisModuleCtx,
-    _argv: *mut *mut raw::RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    guard::callback(raw::Status::Err as c_int, || {
-        let ctx = Context::new(ctx);
-        // SAFETY: inside a timeout callback the server hands this client's handle.
-        let bc = unsafe { raw::RedisModule_GetBlockedClientHandle.map(|f| f(ctx.ctx)) };
-        if let Some(bc) = bc {
-            forget(bc as usize);
-        }
-        ctx.reply(Err(Error::UnblockedUnconfirmed.into()));
-        raw::Status::Ok as c_int
-    })
-}
-
-/// The client left, or `CLIENT UNBLOCK` came for it. A command still in
-/// flight is dropped. One already answered (its Outcome handed over in this
-/// same event-loop iteration) would lose that answer: the server calls this
-/// callback only then, and forgets the client before our reply callback runs
-/// (see `blocking::on_disconnect`), so the answer is written here.
-extern "C" fn on_disconnect(ctx: *mut raw::RedisModuleCtx, bc: *mut raw::RedisModuleBlockedClient) {
-    guard::callback((), || {
-        if !forget(bc as usize) {
-            answer(&Context::new(ctx));
-        }
-    })
-}
-
-/// Drops the command of a client that left or was unblocked, and releases
-/// its handle (once: only if it was still registered). Whether it was.
-fn forget(client: usize) -> bool {
-    let found = registry::with(|c| {
-        let before = c.pending.len();
-        c.pending.retain(|_, p| p.client != client);
-        before != c.pending.len()
-    });
-    if found {
-        finish(client, None);
+impl Waiting for Outcome {
+    fn reply(ctx: &Context, outcome: Option<&Outcome>) {
+        let reply = match outcome {
+            Some(Outcome::Count(n)) => Ok(RedisValue::Integer(*n)),
+            Some(Outcome::Error(e)) => Err(Error::Relayed(e.clone())),
+            None => Err(Error::Internal),
+        };
+        ctx.reply(reply.map_err(Into::into));
     }
-    found
-}
 
-extern "C" fn free_outcome(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-    guard::callback((), || {
-        if !data.is_null() {
-            // SAFETY: `data` is the Box<Outcome> given to UnblockClient, freed once.
-            drop(unsafe { Box::from_raw(data.cast::<Outcome>()) });
-        }
-    })
+    /// What `CLIENT UNBLOCK` leaves: applied where confirmed so far.
+    fn unblocked(ctx: &Context) {
+        ctx.reply(Err(Error::UnblockedUnconfirmed.into()));
+    }
+
+    /// Drops the command of a client that left or was unblocked.
+    fn forget(handle: Handle) -> bool {
+        registry::with(|c| {
+            let before = c.pending.len();
+            c.pending.retain(|_, p| p.client != handle.0);
+            before != c.pending.len()
+        })
+    }
 }

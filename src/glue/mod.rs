@@ -8,6 +8,7 @@
 pub mod acl;
 pub mod alloc;
 pub mod api;
+pub mod blocked_client;
 pub mod blocking;
 pub mod cluster;
 pub mod command_info;
