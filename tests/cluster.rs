@@ -470,6 +470,15 @@ fn an_invalidation_sent_to_one_primary_applies_on_every_primary() {
     let exec = c.q(&["EXEC"]);
     let refused = queued.is_error() || exec.as_array().iter().any(|v| v.is_error());
     assert!(refused, "INVALTAG in MULTI: {queued:?} / {exec:?}");
+    let r = c.q(&[
+        "EVAL",
+        "return redis.call('TCACHE.INVALTAG', 'inv-none')",
+        "0",
+    ]);
+    assert!(
+        r.as_error().contains("cannot run inside MULTI or a script"),
+        "INVALTAG from a script -> {r:?}"
+    );
 }
 
 /// `n` keys tagged `tag` on every primary; returns how many went to each.
@@ -513,7 +522,66 @@ fn ranges_text(cl: &Cluster, port: u16) -> String {
     out.join(",")
 }
 
-const MODULE_MESSAGES: &str = "9"; // CLUSTERMSG_TYPE_MODULE, Redis 7.0 and Valkey 9
+/// Makes the node on `port` drop (or stop dropping) every module message it
+/// receives over the cluster bus (type 9, CLUSTERMSG_TYPE_MODULE, on Redis 7.0
+/// and Valkey 9).
+#[track_caller]
+fn set_deaf(cl: &Cluster, port: u16, deaf: bool) {
+    let filter = if deaf { "9" } else { "-1" };
+    let r = cl
+        .conn(port)
+        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", filter]);
+    assert!(
+        r.is_ok(),
+        "DROP-CLUSTER-PACKET-FILTER {filter} on {port} -> {r:?}"
+    );
+}
+
+/// `tcache_cluster_remembered` of the node on `port`: the requests of other
+/// coordinators it applied and remembers.
+fn remembered(cl: &Cluster, port: u16) -> i64 {
+    let info = cl.conn(port).q(&["INFO", "tcache"]);
+    info.as_str()
+        .lines()
+        .find_map(|l| l.strip_prefix("tcache_cluster_remembered:"))
+        .map_or(-1, |v| v.trim().parse().unwrap_or(-1))
+}
+
+/// Moves `key` of `slot` from `src` to `dst` the way `redis-cli --cluster
+/// reshard` does: IMPORTING on the target, MIGRATING on the source, MIGRATE.
+/// The slot stays the source's until [`give_slot`].
+#[track_caller]
+fn migrate_key(cl: &Cluster, slot: u16, src: u16, dst: u16, key: &str) {
+    let (src_id, dst_id) = (cl.id_of(src).to_string(), cl.id_of(dst).to_string());
+    let slot_s = slot.to_string();
+    let r = cl
+        .conn(dst)
+        .q(&["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &src_id]);
+    assert!(r.is_ok(), "SETSLOT IMPORTING on {dst} -> {r:?}");
+    let r = cl
+        .conn(src)
+        .q(&["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &dst_id]);
+    assert!(r.is_ok(), "SETSLOT MIGRATING on {src} -> {r:?}");
+    let dst_s = dst.to_string();
+    let r = cl
+        .conn(src)
+        .q(&["MIGRATE", "127.0.0.1", &dst_s, "", "0", "5000", "KEYS", key]);
+    assert!(r.is_ok(), "MIGRATE {key} -> {r:?}");
+}
+
+/// `CLUSTER SETSLOT slot NODE dst` on every primary, then waits until the
+/// cluster is stable.
+#[track_caller]
+fn give_slot(cl: &Cluster, slot: u16, dst: u16) {
+    let (slot_s, dst_id) = (slot.to_string(), cl.id_of(dst).to_string());
+    for p in cl.primaries() {
+        let r = cl
+            .conn(p)
+            .q(&["CLUSTER", "SETSLOT", &slot_s, "NODE", &dst_id]);
+        assert!(r.is_ok(), "SETSLOT NODE on {p} -> {r:?}");
+    }
+    cl.wait_stable();
+}
 
 #[test]
 fn lost_messages_and_a_slow_node_end_in_an_error_naming_the_unconfirmed_slots() {
@@ -526,15 +594,9 @@ fn lost_messages_and_a_slow_node_end_in_an_error_naming_the_unconfirmed_slots() 
 
     // Every request to `deaf` is lost: the others apply, the reply names the
     // slots of `deaf`, its entries are still there.
-    assert!(cl
-        .conn(deaf)
-        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", MODULE_MESSAGES])
-        .is_ok());
+    set_deaf(&cl, deaf, true);
     let r = cl.conn(coord).q(&["TCACHE.INVALTAG", "lost"]);
-    assert!(cl
-        .conn(deaf)
-        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", "-1"])
-        .is_ok());
+    set_deaf(&cl, deaf, false);
     let want = format!("by the owners of slots {};", ranges_text(&cl, deaf));
     assert!(
         r.is_error_starting("UNCONFIRMED") && r.as_error().contains(&want),
@@ -555,10 +617,7 @@ fn lost_messages_and_a_slow_node_end_in_an_error_naming_the_unconfirmed_slots() 
     let per = tagged_everywhere(&cl, "dup", 20);
     let total: i64 = per.values().sum();
     let _long = cl.config_set_all("tcache.cluster-timeout-ms", "20000");
-    let mut c = cl.conn(coord);
-    assert!(c
-        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", MODULE_MESSAGES])
-        .is_ok());
+    set_deaf(&cl, coord, true);
     let mut waiting = cl.conn(coord);
     waiting.send_q(&["TCACHE.INVALTAG", "dup"]);
     // The others applied (their entries are gone) while the answers are lost.
@@ -567,15 +626,8 @@ fn lost_messages_and_a_slow_node_end_in_an_error_naming_the_unconfirmed_slots() 
             .iter()
             .all(|p| cl.conn(*p).q(&["TCACHE.TAGCARD", "dup"]).as_int() == 0)
     });
-    let remembered = |p: u16| -> i64 {
-        let info = cl.conn(p).q(&["INFO", "tcache"]);
-        info.as_str()
-            .lines()
-            .find_map(|l| l.strip_prefix("tcache_cluster_remembered:"))
-            .map_or(-1, |v| v.trim().parse().unwrap_or(-1))
-    };
-    assert!(remembered(deaf) >= 1, "{deaf} remembers the request");
-    assert!(c.q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", "-1"]).is_ok());
+    assert!(remembered(&cl, deaf) >= 1, "{deaf} remembers the request");
+    set_deaf(&cl, coord, false);
     assert_eq!(
         waiting.read(),
         Value::Int(total),
@@ -628,10 +680,7 @@ fn a_failover_during_an_invalidation_makes_the_new_owner_confirm() {
     cl.sync_replicas();
     // The victim never hears of the invalidation; it is killed and its
     // replica promoted while the coordinator waits.
-    assert!(cl
-        .conn(victim)
-        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", MODULE_MESSAGES])
-        .is_ok());
+    set_deaf(&cl, victim, true);
     let mut waiting = cl.conn(coord);
     waiting.set_read_timeout(Duration::from_secs(90));
     waiting.send_q(&["TCACHE.INVALTAG", "fo"]);
@@ -1087,25 +1136,9 @@ fn migrate_of_a_logically_dead_entry_keeps_it_dead() {
         "still stored (reclaimer paused)"
     );
 
-    let (src_id, dst_id) = (cl.id_of(src).to_string(), cl.id_of(dst).to_string());
-    let slot_s = slot.to_string();
+    migrate_key(&cl, slot, src, dst, &k);
     let mut d = cl.conn(dst);
-    assert!(d
-        .q(&["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &src_id])
-        .is_ok());
-    assert!(s
-        .q(&["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &dst_id])
-        .is_ok());
-    let dst_s = dst.to_string();
-    let r = s.q(&["MIGRATE", "127.0.0.1", &dst_s, "", "0", "5000", "KEYS", &k]);
-    assert!(r.is_ok(), "MIGRATE -> {r:?}");
-    for p in cl.primaries() {
-        let r = cl
-            .conn(p)
-            .q(&["CLUSTER", "SETSLOT", &slot_s, "NODE", &dst_id]);
-        assert!(r.is_ok(), "SETSLOT NODE on {p} -> {r:?}");
-    }
-    cl.wait_stable();
+    give_slot(&cl, slot, dst);
     assert_eq!(cl.slot_owner(slot), dst);
     let got = d.q(&["TCACHE.GET", &k]);
     // Clean up before asserting, so the shared cluster stays usable.
@@ -1133,45 +1166,20 @@ fn a_key_in_flight_during_an_invalidation_arrives_dead() {
     assert!(s
         .q(&["TCACHE.SET", &k, "old", "1000", "TAGS", &tag])
         .is_ok());
-    let remembered = |p: u16| -> i64 {
-        let info = cl.conn(p).q(&["INFO", "tcache"]);
-        info.as_str()
-            .lines()
-            .find_map(|l| l.strip_prefix("tcache_cluster_remembered:"))
-            .map_or(-1, |v| v.trim().parse().unwrap_or(-1))
-    };
-    let before = remembered(dst);
-    assert!(s
-        .q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", MODULE_MESSAGES])
-        .is_ok());
+    let before = remembered(&cl, dst);
+    set_deaf(&cl, src, true);
     let mut waiting = cl.conn(coord);
     waiting.send_q(&["TCACHE.INVALTAG", &tag]);
     wait_until(Duration::from_secs(20), "the target to apply", || {
-        remembered(dst) > before
+        remembered(&cl, dst) > before
     });
     // Now the key moves, before the source hears of the invalidation.
-    let (src_id, dst_id) = (cl.id_of(src).to_string(), cl.id_of(dst).to_string());
-    let slot_s = slot.to_string();
+    migrate_key(&cl, slot, src, dst, &k);
     let mut d = cl.conn(dst);
-    assert!(d
-        .q(&["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &src_id])
-        .is_ok());
-    assert!(s
-        .q(&["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &dst_id])
-        .is_ok());
-    let dst_s = dst.to_string();
-    let r = s.q(&["MIGRATE", "127.0.0.1", &dst_s, "", "0", "5000", "KEYS", &k]);
-    assert!(r.is_ok(), "MIGRATE -> {r:?}");
-    assert!(s.q(&["DEBUG", "DROP-CLUSTER-PACKET-FILTER", "-1"]).is_ok());
+    set_deaf(&cl, src, false);
     let reply = waiting.read();
     assert!(matches!(reply, Value::Int(_)), "INVALTAG -> {reply:?}");
-    for p in cl.primaries() {
-        let r = cl
-            .conn(p)
-            .q(&["CLUSTER", "SETSLOT", &slot_s, "NODE", &dst_id]);
-        assert!(r.is_ok(), "SETSLOT NODE on {p} -> {r:?}");
-    }
-    cl.wait_stable();
+    give_slot(&cl, slot, dst);
     let got = d.q(&["TCACHE.GET", &k]);
     let card = d.q(&["TCACHE.TAGCARD", &tag]);
     let _ = d.q(&["DEL", &k]);

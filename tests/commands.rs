@@ -109,6 +109,31 @@ fn mget_del_invaltag_invalprefix_reply_counts() {
     assert_eq!(stats.field("invalidated_entries").unwrap().as_int(), 3);
 }
 
+/// SPEC 8: stand-alone servers are unaffected by cluster coordination. The
+/// invalidations run on the node at once, also inside MULTI and scripts, and
+/// INFO says so.
+#[test]
+fn standalone_invalidations_stay_local_and_run_in_multi_and_scripts() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let info = c.q(&["INFO", "tcache"]);
+    assert!(
+        info.as_str().contains("tcache_cluster_invalidation:local"),
+        "{info:?}"
+    );
+    set(&mut c, "m:1", "1", 100, &["mt"]);
+    set(&mut c, "m:2", "2", 100, &["mt"]);
+    assert!(c.q(&["MULTI"]).is_ok());
+    assert_eq!(
+        c.q(&["TCACHE.INVALTAG", "mt"]),
+        Value::Simple("QUEUED".into())
+    );
+    assert_eq!(c.q(&["EXEC"]), Value::Array(vec![Value::Int(2)]));
+    set(&mut c, "m:3", "3", 100, &["mt"]);
+    let r = c.q(&["EVAL", "return redis.call('TCACHE.INVALPREFIX', 'm:')", "0"]);
+    assert_eq!(r, Value::Int(1), "INVALPREFIX from a script");
+}
+
 #[test]
 fn tagscan_pages_through_every_key_once() {
     let s = Server::start();
