@@ -20,7 +20,9 @@ pub fn install(ctx: &Context) {
 /// The command on this node only; in cluster mode the node remembers it for
 /// a while (see `glue::cluster::recently_invalidated`).
 fn apply_local(ctx: &Context, kind: OpKind, args: Vec<RedisString>) -> Reply {
-    let names: Vec<Vec<u8>> = args.iter().skip(1).map(|a| a.as_slice().to_vec()).collect();
+    // Stand-alone, nothing is remembered: no copy of the names either.
+    let names: Option<Vec<Vec<u8>>> = cluster::coordinated()
+        .then(|| args.iter().skip(1).map(|a| a.as_slice().to_vec()).collect());
     let reply = match kind {
         OpKind::InvalTag => inval::invaltag(ctx, args),
         OpKind::StaleTag => fetch::staletag(ctx, args),
@@ -28,8 +30,10 @@ fn apply_local(ctx: &Context, kind: OpKind, args: Vec<RedisString>) -> Reply {
         OpKind::InvalRole => perm::invalrole(ctx, args),
         OpKind::InvalAll => perm::invalall(ctx, args),
     }?;
-    let names: Vec<&[u8]> = names.iter().map(|n| n.as_slice()).collect();
-    cluster::note_applied(kind, &names);
+    if let Some(names) = names {
+        let names: Vec<&[u8]> = names.iter().map(|n| n.as_slice()).collect();
+        cluster::note_applied(kind, &names);
+    }
     Ok(reply)
 }
 

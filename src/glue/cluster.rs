@@ -84,11 +84,8 @@ fn remember_ms() -> i64 {
     (2 * config::cluster_timeout_ms()).max(60_000)
 }
 
-/// Notes an invalidation applied here (cluster mode only).
+/// Notes an invalidation applied here (callers: cluster mode only).
 pub fn note_applied(kind: OpKind, names: &[&[u8]]) {
-    if !coordinated() {
-        return;
-    }
     let now = api::now_ms();
     registry::with(|c| {
         c.recent.prune(now, recent_keep_ms());
